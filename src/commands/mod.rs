@@ -1,0 +1,28 @@
+//! One module per subcommand: each wires the pieces together at the edge.
+
+pub mod classify;
+pub mod serve;
+pub mod web;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use imagefleet_worker::Classifier;
+
+use crate::cli::ModelArgs;
+use crate::paths::default_model_manifest;
+
+impl ModelArgs {
+    pub fn manifest_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(default_model_manifest)
+    }
+
+    pub fn load(&self) -> anyhow::Result<Arc<Classifier>> {
+        let path = self.manifest_path();
+        let classifier = Classifier::load(&path)
+            .with_context(|| format!("loading the model (manifest {})", path.display()))?;
+        Ok(Arc::new(classifier))
+    }
+}

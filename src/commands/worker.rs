@@ -1,0 +1,31 @@
+//! `imagefleet worker`: the app tier process.
+
+use std::sync::Arc;
+
+use crate::cli::WorkerArgs;
+use crate::fleet::RegistryActivity;
+use crate::services::{LocalLayout, Services};
+use crate::shutdown::{on_signals, Shutdown};
+use crate::worker_loop::{Worker, WorkerSettings};
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let (trigger, shutdown) = Shutdown::new();
+    on_signals(trigger);
+    let classifier = args.model.load()?;
+    let services = Services::local(&args.data.data_dir)?;
+    let worker_id = args
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let mut settings = WorkerSettings::new(worker_id.clone());
+    settings.batch = usize::from(args.batch);
+    let mut worker = Worker::new(services, classifier, settings);
+    if let Some(id) = args.instance_id {
+        // Started by the local fleet: tell it we are ready, and when busy.
+        let layout = LocalLayout::new(&args.data.data_dir);
+        let activity = RegistryActivity::new(layout.fleet_file(), id)?;
+        worker = worker.with_activity(Arc::new(activity));
+    }
+    worker.run(shutdown).await?;
+    Ok(())
+}

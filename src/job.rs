@@ -1,0 +1,138 @@
+//! What travels between the tiers: the request message, and the result
+//! (stored in the output bucket and sent back as the result message).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use imagefleet_worker::{Prediction, StageTimings};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Job ids are UUIDs chosen by the web tier; every object key derives from
+/// one, so a client never names a file on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn new() -> JobId {
+        JobId(Uuid::new_v4())
+    }
+
+    pub fn parse(text: &str) -> Option<JobId> {
+        Uuid::try_parse(text).ok().map(JobId)
+    }
+
+    pub fn input_key(&self) -> String {
+        self.0.to_string()
+    }
+
+    pub fn output_key(&self) -> String {
+        format!("{}.json", self.0)
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        JobId::new()
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The request-queue message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    pub job_id: JobId,
+    pub input_key: String,
+    /// The client's file name, for display only.
+    pub file_name: String,
+    pub content_type: String,
+    pub submitted_at_ms: u64,
+    pub attempt: u32,
+}
+
+/// The result object (output bucket, key `JobId::output_key`) and the
+/// result-queue message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub id: JobId,
+    pub file_name: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub model: String,
+    pub worker_id: String,
+    pub submitted_at_ms: u64,
+    pub completed_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Done {
+        label: String,
+        probability: f32,
+        top5: Vec<Prediction>,
+        width: u32,
+        height: u32,
+        timings: JobTimings,
+    },
+    Failed {
+        /// `ClassifyError::kind()`, or `input_missing`.
+        error: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobTimings {
+    /// From submission until a worker picked the job up.
+    pub queue_wait_ms: f64,
+    #[serde(flatten)]
+    pub stages: StageTimings,
+    /// Fetch, classify and store, as the worker saw it.
+    pub worker_ms: f64,
+}
+
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip_with_a_status_tag() {
+        let result = JobResult {
+            id: JobId::new(),
+            file_name: "cat.jpg".into(),
+            outcome: Outcome::Failed {
+                error: "undecodable".into(),
+                message: "bad huffman code".into(),
+            },
+            model: "m".into(),
+            worker_id: "w".into(),
+            submitted_at_ms: 1,
+            completed_at_ms: 2,
+        };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["status"], "failed");
+        assert_eq!(json["error"], "undecodable");
+        let back: JobResult = serde_json::from_value(json).unwrap();
+        assert_eq!(back, result);
+    }
+
+    #[test]
+    fn job_ids_only_parse_from_uuids() {
+        assert!(JobId::parse("../../etc/passwd").is_none());
+        let id = JobId::new();
+        assert_eq!(JobId::parse(&id.to_string()), Some(id));
+    }
+}

@@ -1,0 +1,14 @@
+//! imagefleet: an autoscaling image-recognition service. The web tier
+//! queues jobs, workers classify them, a controller sizes the fleet.
+
+pub mod cli;
+pub mod commands;
+pub mod fleet;
+pub mod job;
+pub mod paths;
+pub mod queue;
+pub mod services;
+pub mod shutdown;
+pub mod store;
+pub mod web;
+pub mod worker_loop;

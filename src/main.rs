@@ -1,0 +1,36 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use imagefleet::cli::{Cli, Command};
+use imagefleet::commands;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(commands::serve::run(args)).map(|()| true),
+        Command::Web(args) => runtime.block_on(commands::web::run(args)).map(|()| true),
+        Command::Worker(args) => runtime.block_on(commands::worker::run(args)).map(|()| true),
+        Command::Classify(args) => commands::classify::run(args),
+    }
+}

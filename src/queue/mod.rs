@@ -1,0 +1,72 @@
+//! The `Queue` seam: SQS semantics on every backend. A received message is
+//! invisible to other consumers until it is deleted or its visibility
+//! timeout passes; after `max_receives` receives without a delete it moves to
+//! the dead-letter queue.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use sqlite::{SqliteQueue, SqliteQueueFile};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub body: String,
+    /// Names this delivery; deleting or extending needs it. A later delivery
+    /// of the same message gets a new receipt and the old one stops working.
+    pub receipt: String,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// Waiting to be received.
+    pub visible: u64,
+    /// Received and neither deleted nor timed out yet.
+    pub in_flight: u64,
+}
+
+impl QueueDepth {
+    pub fn backlog(&self) -> u64 {
+        self.visible + self.in_flight
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {queue} is unavailable: {message}")]
+    Unavailable { queue: String, message: String },
+    /// The receipt belongs to an older delivery, or the message is gone.
+    #[error("receipt is no longer valid for queue {queue}")]
+    StaleReceipt { queue: String },
+    #[error("invalid request to queue {queue}: {message}")]
+    Invalid { queue: String, message: String },
+}
+
+/// SQS's own limit; the same everywhere so code behaves alike on both backends.
+pub const MAX_RECEIVE_BATCH: usize = 10;
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    fn name(&self) -> &str;
+    async fn send(&self, body: &str) -> Result<(), QueueError>;
+    /// Up to `max` (1..=10) messages; waits up to `wait` for the first one.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Makes the message invisible for `visibility` from now; zero releases
+    /// it for another consumer at once.
+    async fn extend_visibility(
+        &self,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError>;
+    async fn depth(&self) -> Result<QueueDepth, QueueError>;
+}

@@ -1,0 +1,452 @@
+//! A durable queue in one SQLite file, shared by every process on the
+//! machine. WAL mode lets readers and one writer proceed together; every
+//! state change is one `BEGIN IMMEDIATE` transaction, so two workers can
+//! never receive the same message.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{Queue, QueueDepth, QueueError, ReceivedMessage, MAX_RECEIVE_BATCH};
+
+/// The database file holding all of a data dir's queues.
+#[derive(Debug, Clone)]
+pub struct SqliteQueueFile {
+    path: PathBuf,
+}
+
+impl SqliteQueueFile {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteQueueFile {
+        SqliteQueueFile { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens (creating if needed) the queue `name`. With a dead-letter queue,
+    /// a message received `max_receives` times without being deleted moves
+    /// there on its next receive.
+    pub fn open(
+        &self,
+        name: &str,
+        dead_letter: Option<(&str, u32)>,
+    ) -> Result<SqliteQueue, QueueError> {
+        let connection = open_connection(&self.path).map_err(|e| QueueError::Unavailable {
+            queue: name.to_owned(),
+            message: format!("{}: {e}", self.path.display()),
+        })?;
+        Ok(SqliteQueue {
+            connection: Arc::new(Mutex::new(connection)),
+            name: name.to_owned(),
+            dead_letter: dead_letter.map(|(queue, max)| (queue.to_owned(), max.max(1))),
+        })
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(Duration::from_secs(30))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a sent message survives power loss, not only a process crash.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS messages (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             queue TEXT NOT NULL,
+             body TEXT NOT NULL,
+             sent_at_ms INTEGER NOT NULL,
+             visible_at_ms INTEGER NOT NULL,
+             receive_count INTEGER NOT NULL DEFAULT 0,
+             receipt TEXT
+         );
+         CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at_ms, id);
+         CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt);",
+    )?;
+    Ok(connection)
+}
+
+#[derive(Clone)]
+pub struct SqliteQueue {
+    connection: Arc<Mutex<Connection>>,
+    name: String,
+    dead_letter: Option<(String, u32)>,
+}
+
+/// Idle polling starts fast (a busy queue answers at once anyway) and backs
+/// off so an idle fleet costs almost nothing.
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(50);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_receipt() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl SqliteQueue {
+    /// Runs `op` on the connection on the blocking pool; SQLite calls can
+    /// wait on file locks.
+    async fn with_connection<T, F>(&self, op: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &str) -> Result<T, QueueError> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
+            op(&mut guard, &name)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable {
+            queue: self.name.clone(),
+            message: format!("queue task failed: {e}"),
+        })?
+    }
+
+    fn try_receive(
+        connection: &mut Connection,
+        name: &str,
+        dead_letter: Option<&(String, u32)>,
+        max: usize,
+        visibility: Duration,
+    ) -> rusqlite::Result<Vec<ReceivedMessage>> {
+        let now = now_ms();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let candidates: Vec<(i64, String, u32)> = {
+            let mut select = tx.prepare_cached(
+                "SELECT id, body, receive_count FROM messages
+                 WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = select.query_map(params![name, now, max as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut received = Vec::with_capacity(candidates.len());
+        for (id, body, receive_count) in candidates {
+            match dead_letter {
+                Some((dlq, max_receives)) if receive_count >= *max_receives => {
+                    tx.execute(
+                        "UPDATE messages SET queue = ?1, receive_count = 0, receipt = NULL,
+                         visible_at_ms = ?2 WHERE id = ?3",
+                        params![dlq, now, id],
+                    )?;
+                    tracing::warn!(queue = name, dead_letter_queue = %dlq, receive_count,
+                        "message moved to the dead-letter queue");
+                }
+                _ => {
+                    let receipt = new_receipt();
+                    let visible_at = now + visibility.as_millis() as i64;
+                    tx.execute(
+                        "UPDATE messages SET visible_at_ms = ?1, receive_count = receive_count + 1,
+                         receipt = ?2 WHERE id = ?3",
+                        params![visible_at, receipt, id],
+                    )?;
+                    received.push(ReceivedMessage {
+                        body,
+                        receipt,
+                        receive_count: receive_count + 1,
+                    });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(received)
+    }
+}
+
+fn unavailable(queue: &str) -> impl Fn(rusqlite::Error) -> QueueError + '_ {
+    move |e| QueueError::Unavailable {
+        queue: queue.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, body: &str) -> Result<(), QueueError> {
+        let body = body.to_owned();
+        self.with_connection(move |connection, name| {
+            let now = now_ms();
+            connection
+                .execute(
+                    "INSERT INTO messages (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
+                    params![name, body, now],
+                )
+                .map_err(unavailable(name))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        if !(1..=MAX_RECEIVE_BATCH).contains(&max) {
+            return Err(QueueError::Invalid {
+                queue: self.name.clone(),
+                message: format!("receive batch {max} is not in 1..={MAX_RECEIVE_BATCH}"),
+            });
+        }
+        let deadline = Instant::now() + wait;
+        let mut pause = POLL_FIRST;
+        loop {
+            let dead_letter = self.dead_letter.clone();
+            let received = self
+                .with_connection(move |connection, name| {
+                    SqliteQueue::try_receive(
+                        connection,
+                        name,
+                        dead_letter.as_ref(),
+                        max,
+                        visibility,
+                    )
+                    .map_err(unavailable(name))
+                })
+                .await?;
+            let now = Instant::now();
+            if !received.is_empty() || now >= deadline {
+                return Ok(received);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(POLL_MAX);
+        }
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        let receipt = receipt.to_owned();
+        self.with_connection(move |connection, name| {
+            let deleted = connection
+                .execute(
+                    "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
+                    params![name, receipt],
+                )
+                .map_err(unavailable(name))?;
+            if deleted == 0 {
+                return Err(QueueError::StaleReceipt {
+                    queue: name.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn extend_visibility(
+        &self,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        let receipt = receipt.to_owned();
+        self.with_connection(move |connection, name| {
+            let visible_at = now_ms() + visibility.as_millis() as i64;
+            let changed = connection
+                .execute(
+                    "UPDATE messages SET visible_at_ms = ?1 WHERE queue = ?2 AND receipt = ?3",
+                    params![visible_at, name, receipt],
+                )
+                .map_err(unavailable(name))?;
+            if changed == 0 {
+                return Err(QueueError::StaleReceipt {
+                    queue: name.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.with_connection(|connection, name| {
+            let now = now_ms();
+            connection
+                .query_row(
+                    "SELECT COALESCE(SUM(visible_at_ms <= ?2), 0), COALESCE(SUM(visible_at_ms > ?2), 0)
+                     FROM messages WHERE queue = ?1",
+                    params![name, now],
+                    |row| {
+                        Ok(QueueDepth {
+                            visible: row.get::<_, i64>(0)? as u64,
+                            in_flight: row.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(unavailable(name))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues(dir: &Path) -> (SqliteQueue, SqliteQueue) {
+        let file = SqliteQueueFile::new(dir.join("queue.sqlite"));
+        let main = file.open("requests", Some(("requests-dlq", 2))).unwrap();
+        let dlq = file.open("requests-dlq", None).unwrap();
+        (main, dlq)
+    }
+
+    const NO_WAIT: Duration = Duration::ZERO;
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn received_messages_are_invisible_until_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = queues(dir.path());
+        for i in 0..12 {
+            queue.send(&format!("m{i}")).await.unwrap();
+        }
+        let first = queue.receive(10, NO_WAIT, HOUR).await.unwrap();
+        assert_eq!(first.len(), 10);
+        assert_eq!(first[0].body, "m0");
+        assert_eq!(
+            queue.depth().await.unwrap(),
+            QueueDepth {
+                visible: 2,
+                in_flight: 10
+            }
+        );
+        let rest = queue.receive(10, NO_WAIT, HOUR).await.unwrap();
+        assert_eq!(
+            rest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["m10", "m11"]
+        );
+        for m in first.iter().chain(&rest) {
+            queue.delete(&m.receipt).await.unwrap();
+        }
+        assert_eq!(queue.depth().await.unwrap(), QueueDepth::default());
+        assert!(queue.receive(10, NO_WAIT, HOUR).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn timed_out_messages_come_back_with_a_new_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = queues(dir.path());
+        queue.send("job").await.unwrap();
+        let first = queue.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
+        let second = queue.receive(1, NO_WAIT, HOUR).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        assert!(matches!(
+            queue.delete(&first[0].receipt).await,
+            Err(QueueError::StaleReceipt { .. })
+        ));
+        queue.delete(&second[0].receipt).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn visibility_can_be_extended_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = queues(dir.path());
+        queue.send("job").await.unwrap();
+        let got = queue.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
+        queue
+            .extend_visibility(&got[0].receipt, HOUR)
+            .await
+            .unwrap();
+        assert!(queue.receive(1, NO_WAIT, HOUR).await.unwrap().is_empty());
+        queue
+            .extend_visibility(&got[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(queue.receive(1, NO_WAIT, HOUR).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn poison_messages_move_to_the_dead_letter_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, dlq) = queues(dir.path());
+        queue.send("poison").await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                queue
+                    .receive(1, NO_WAIT, Duration::ZERO)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        assert!(queue.receive(1, NO_WAIT, HOUR).await.unwrap().is_empty());
+        assert_eq!(queue.depth().await.unwrap(), QueueDepth::default());
+        let dead = dlq.receive(1, NO_WAIT, HOUR).await.unwrap();
+        assert_eq!(dead[0].body, "poison");
+    }
+
+    #[tokio::test]
+    async fn long_poll_returns_as_soon_as_a_message_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = queues(dir.path());
+        let sender = queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sender.send("late").await.unwrap();
+        });
+        let got = queue
+            .receive(10, Duration::from_secs(10), HOUR)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn messages_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        queues(dir.path()).0.send("durable").await.unwrap();
+        let (queue, _) = queues(dir.path());
+        assert_eq!(
+            queue.receive(1, NO_WAIT, HOUR).await.unwrap()[0].body,
+            "durable"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_consumers_never_share_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = queues(dir.path());
+        for i in 0..200 {
+            queue.send(&i.to_string()).await.unwrap();
+        }
+        let mut consumers = Vec::new();
+        for _ in 0..4 {
+            // Separate connections, as separate processes would have.
+            let (queue, _) = queues(dir.path());
+            consumers.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let got = queue.receive(10, NO_WAIT, HOUR).await.unwrap();
+                    if got.is_empty() {
+                        return seen;
+                    }
+                    seen.extend(got.into_iter().map(|m| m.body));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for consumer in consumers {
+            all.extend(consumer.await.unwrap());
+        }
+        all.sort_by_key(|b| b.parse::<u32>().unwrap());
+        assert_eq!(all, (0..200).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+}

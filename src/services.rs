@@ -1,0 +1,73 @@
+//! The queues and buckets a process talks to, behind their seams.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::queue::{Queue, SqliteQueueFile};
+use crate::store::{DirStore, ObjectStore};
+
+/// After this many receives without a delete, a request is dead-lettered.
+pub const MAX_RECEIVES: u32 = 5;
+
+#[derive(Clone)]
+pub struct Services {
+    pub requests: Arc<dyn Queue>,
+    pub results: Arc<dyn Queue>,
+    pub dead_letters: Arc<dyn Queue>,
+    pub inputs: Arc<dyn ObjectStore>,
+    pub outputs: Arc<dyn ObjectStore>,
+}
+
+/// Where the embedded backend keeps everything under its data dir.
+#[derive(Debug, Clone)]
+pub struct LocalLayout {
+    pub data_dir: PathBuf,
+}
+
+impl LocalLayout {
+    pub fn new(data_dir: impl Into<PathBuf>) -> LocalLayout {
+        LocalLayout {
+            data_dir: data_dir.into(),
+        }
+    }
+
+    pub fn queue_file(&self) -> PathBuf {
+        self.data_dir.join("queue.sqlite")
+    }
+
+    pub fn input_bucket(&self) -> PathBuf {
+        self.data_dir.join("buckets").join("input")
+    }
+
+    pub fn output_bucket(&self) -> PathBuf {
+        self.data_dir.join("buckets").join("output")
+    }
+
+    /// The local fleet's record of its worker processes.
+    pub fn fleet_file(&self) -> PathBuf {
+        self.data_dir.join("fleet.sqlite")
+    }
+}
+
+impl Services {
+    /// The embedded backend: one SQLite file for the queues, directories for
+    /// the buckets. Creates what is missing.
+    pub fn local(data_dir: &Path) -> anyhow::Result<Services> {
+        let layout = LocalLayout::new(data_dir);
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let file = SqliteQueueFile::new(layout.queue_file());
+        let open_store = |path: PathBuf| {
+            DirStore::open(&path).with_context(|| format!("cannot open bucket {}", path.display()))
+        };
+        Ok(Services {
+            requests: Arc::new(file.open("requests", Some(("requests-dlq", MAX_RECEIVES)))?),
+            results: Arc::new(file.open("results", None)?),
+            dead_letters: Arc::new(file.open("requests-dlq", None)?),
+            inputs: Arc::new(open_store(layout.input_bucket())?),
+            outputs: Arc::new(open_store(layout.output_bucket())?),
+        })
+    }
+}

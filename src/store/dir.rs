@@ -1,0 +1,197 @@
+//! A bucket as a directory. Writes go to a temporary file in the same
+//! directory tree, are flushed to disk, then renamed into place.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{validate_key, ObjectStore, StoreError};
+
+/// Temporary files live here, inside the bucket so the rename stays on one
+/// file system; the leading dot keeps it out of the key space.
+const TMP_DIR: &str = ".tmp";
+
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    root: PathBuf,
+    bucket: String,
+}
+
+impl DirStore {
+    pub fn open(root: impl Into<PathBuf>) -> std::io::Result<DirStore> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(TMP_DIR))?;
+        let bucket = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| root.display().to_string());
+        Ok(DirStore { root, bucket })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn unavailable(&self, operation: &'static str, key: &str, e: impl ToString) -> StoreError {
+        StoreError::Unavailable {
+            bucket: self.bucket.clone(),
+            operation,
+            key: key.to_owned(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        op: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match tokio::task::spawn_blocking(op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.unavailable(operation, key, e)),
+            Err(e) => Err(self.unavailable(operation, key, e)),
+        }
+    }
+}
+
+fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = root
+        .join(TMP_DIR)
+        .join(uuid::Uuid::new_v4().simple().to_string());
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn list_keys(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pending = vec![(root.to_owned(), String::new())];
+    while let Some((dir, key_prefix)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let key = format!("{key_prefix}{name}");
+            if entry.file_type()?.is_dir() {
+                pending.push((entry.path(), format!("{key}/")));
+            } else if key.starts_with(prefix) {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+#[async_trait]
+impl ObjectStore for DirStore {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let root = self.root.clone();
+        self.blocking("put", key, move || write_atomically(&root, &path, &bytes))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking("get", key, move || match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking("exists", key, move || path.try_exists())
+            .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_owned();
+        self.blocking("list", prefix, move || list_keys(&root, &prefix_owned))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking("delete", key, move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path().join("input")).unwrap();
+        assert_eq!(store.bucket(), "input");
+        store
+            .put("b.jpg", Bytes::from_static(b"bee"), "image/jpeg")
+            .await
+            .unwrap();
+        store
+            .put("a/c.json", Bytes::from_static(b"{}"), "application/json")
+            .await
+            .unwrap();
+        store
+            .put("b.jpg", Bytes::from_static(b"bee2"), "image/jpeg")
+            .await
+            .unwrap();
+        assert_eq!(store.get("b.jpg").await.unwrap().unwrap(), "bee2");
+        assert_eq!(store.list("").await.unwrap(), ["a/c.json", "b.jpg"]);
+        assert_eq!(store.list("a/").await.unwrap(), ["a/c.json"]);
+        assert!(store.exists("a/c.json").await.unwrap());
+        store.delete("a/c.json").await.unwrap();
+        store.delete("a/c.json").await.unwrap();
+        assert_eq!(store.get("a/c.json").await.unwrap(), None);
+        // No temporary files are left behind or listed.
+        assert_eq!(
+            std::fs::read_dir(store.root().join(TMP_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path().join("input")).unwrap();
+        let err = store.put("../escape", Bytes::new(), "x").await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidKey { .. }));
+        assert!(!dir.path().join("escape").exists());
+    }
+}

@@ -1,0 +1,348 @@
+//! The web tier: accepts uploads, stores each image, queues a job and
+//! answers with the label once a worker has classified it.
+
+mod error;
+mod results;
+mod upload;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use imagefleet_worker::decode::{mime_type, sniff_format};
+use imagefleet_worker::ClassifyError;
+use serde_json::json;
+
+pub use error::ApiError;
+pub use results::ResultRouter;
+
+use crate::job::{unix_millis, JobId, JobRequest, JobResult, Outcome};
+use crate::services::Services;
+use crate::shutdown::Shutdown;
+use upload::{read_upload, Upload};
+
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Largest accepted request body.
+    pub max_upload_bytes: usize,
+    /// How long `POST /` waits for the label before answering 504.
+    pub result_timeout: Duration,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            max_upload_bytes: 20 * 1024 * 1024,
+            result_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Extra JSON that `GET /status` shows next to the queue depth (the
+/// controller's view, when one runs in this process).
+pub trait StatusSource: Send + Sync {
+    fn status(&self) -> serde_json::Value;
+}
+
+#[derive(Clone)]
+pub struct WebState {
+    services: Services,
+    router: ResultRouter,
+    settings: WebSettings,
+    status: Option<Arc<dyn StatusSource>>,
+}
+
+impl WebState {
+    pub fn new(services: Services, settings: WebSettings) -> WebState {
+        WebState {
+            services,
+            router: ResultRouter::default(),
+            settings,
+            status: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: Arc<dyn StatusSource>) -> WebState {
+        self.status = Some(status);
+        self
+    }
+}
+
+pub fn router(state: WebState) -> Router {
+    let limit = state.settings.max_upload_bytes;
+    Router::new()
+        .route("/", post(classify_upload))
+        .route("/upload", post(classify_upload))
+        .route("/jobs", post(submit_job))
+        .route("/jobs/{id}", get(job_status))
+        .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`, routing results back to waiting requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: WebState,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let pump = tokio::spawn(
+        state
+            .router
+            .clone()
+            .pump(Arc::clone(&state.services.results), shutdown.clone()),
+    );
+    let mut stop = shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { stop.requested().await })
+        .await?;
+    pump.abort();
+    Ok(())
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// `POST /` and `POST /upload`: the label as text, or the whole result as
+/// JSON, once a worker has classified the image.
+async fn classify_upload(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let json = wants_json(&headers);
+    let started = Instant::now();
+    let result = async {
+        let upload = read_upload(multipart).await?;
+        let id = JobId::new();
+        let mut waiter = state.router.wait_for(id);
+        submit(&state, id, upload).await?;
+        let result =
+            match tokio::time::timeout(state.settings.result_timeout, &mut waiter.receiver).await {
+                Ok(Ok(result)) => result,
+                // The result message may have been missed (e.g. routed before a
+                // restart); the output bucket is the record.
+                _ => stored_result(&state, id).await?.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        format!(
+                            "no result within {} s; the job stays queued, poll GET /jobs/{id}",
+                            state.settings.result_timeout.as_secs()
+                        ),
+                    )
+                    .for_job(id)
+                })?,
+            };
+        Ok::<_, ApiError>(result)
+    }
+    .await;
+    match result {
+        Ok(result) => answer(result, json, started),
+        Err(e) => e.as_json(json).into_response(),
+    }
+}
+
+fn answer(result: JobResult, json: bool, started: Instant) -> Response {
+    let id = result.id;
+    match &result.outcome {
+        Outcome::Done { label, .. } if !json => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            label.clone(),
+        )
+            .into_response(),
+        Outcome::Done { .. } => {
+            let mut body = serde_json::to_value(&result).unwrap_or_default();
+            body["timings"]["total_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
+            Json(body).into_response()
+        }
+        Outcome::Failed { error, message } => {
+            let (status, code) = failure_status(error);
+            ApiError::new(status, code, message.clone())
+                .for_job(id)
+                .as_json(json)
+                .into_response()
+        }
+    }
+}
+
+/// Maps a worker's refusal to the status a client should see.
+fn failure_status(error: &str) -> (StatusCode, &'static str) {
+    match error {
+        "too_many_pixels" => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_pixels"),
+        "unsupported_format" => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),
+        "empty" => (StatusCode::BAD_REQUEST, "empty"),
+        "undecodable" => (StatusCode::UNPROCESSABLE_ENTITY, "undecodable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "worker_error"),
+    }
+}
+
+/// `POST /jobs`: queue the image and answer at once with its id.
+async fn submit_job(
+    State(state): State<WebState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let result = async {
+        let upload = read_upload(multipart).await?;
+        let id = JobId::new();
+        submit(&state, id, upload).await?;
+        Ok::<_, ApiError>(id)
+    }
+    .await;
+    match result {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/jobs/{id}"))],
+            Json(json!({ "id": id, "status": "queued", "location": format!("/jobs/{id}") })),
+        )
+            .into_response(),
+        Err(e) => e.as_json(true).into_response(),
+    }
+}
+
+/// Checks the upload is an image we can read, stores it under a key derived
+/// from the job id and queues the job.
+async fn submit(state: &WebState, id: JobId, upload: Upload) -> Result<(), ApiError> {
+    let format = sniff_format(&upload.bytes).map_err(|e| match e {
+        ClassifyError::Empty => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty",
+            "the uploaded file is empty",
+        ),
+        other => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_format",
+            other.to_string(),
+        ),
+    })?;
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("cannot {what}: {e}"),
+        )
+    };
+    let content_type = mime_type(format).to_owned();
+    let input_key = id.input_key();
+    state
+        .services
+        .inputs
+        .put(&input_key, upload.bytes, &content_type)
+        .await
+        .map_err(|e| unavailable("store the image", &e))?;
+    let request = JobRequest {
+        job_id: id,
+        input_key: input_key.clone(),
+        file_name: upload.file_name,
+        content_type,
+        submitted_at_ms: unix_millis(),
+        attempt: 1,
+    };
+    let body = serde_json::to_string(&request).expect("job requests serialise");
+    if let Err(e) = state.services.requests.send(&body).await {
+        // Nothing will ever process this image; do not keep it.
+        let _ = state.services.inputs.delete(&input_key).await;
+        return Err(unavailable("queue the job", &e));
+    }
+    Ok(())
+}
+
+async fn stored_result(state: &WebState, id: JobId) -> Result<Option<JobResult>, ApiError> {
+    let stored = state
+        .services
+        .outputs
+        .get(&id.output_key())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    Ok(stored.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// `GET /jobs/{id}`: the stored result, or `pending` while the image waits.
+async fn job_status(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    let result = async {
+        let id = JobId::parse(&id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_id",
+                "job ids are UUIDs as returned by POST /jobs",
+            )
+        })?;
+        if let Some(result) = stored_result(&state, id).await? {
+            return Ok(Json(serde_json::to_value(result).unwrap_or_default()));
+        }
+        let known = state
+            .services
+            .inputs
+            .exists(&id.input_key())
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            })?;
+        if known {
+            Ok(Json(json!({ "id": id, "status": "pending" })))
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no job {id}"),
+            ))
+        }
+    }
+    .await;
+    match result {
+        Ok(body) => body.into_response(),
+        Err(e) => e.as_json(true).into_response(),
+    }
+}
+
+async fn healthz(State(state): State<WebState>) -> Response {
+    match state.services.requests.depth().await {
+        Ok(depth) => Json(json!({ "status": "ok", "queue": depth })).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+        .as_json(true)
+        .into_response(),
+    }
+}
+
+/// `GET /status`: queue depths, requests waiting here, and the controller's
+/// view (policy, last decision, errors) when it runs in this process.
+async fn status(State(state): State<WebState>) -> Response {
+    let depth = |q: &Arc<dyn crate::queue::Queue>| {
+        let q = Arc::clone(q);
+        async move { q.depth().await.map_err(|e| e.to_string()) }
+    };
+    let mut body = json!({
+        "queue": match depth(&state.services.requests).await { Ok(d) => json!(d), Err(e) => json!({"error": e}) },
+        "dead_letters": match depth(&state.services.dead_letters).await { Ok(d) => json!(d), Err(e) => json!({"error": e}) },
+        "waiting_requests": state.router.waiting(),
+    });
+    if let Some(source) = &state.status {
+        body["controller"] = source.status();
+    }
+    Json(body).into_response()
+}

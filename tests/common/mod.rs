@@ -1,0 +1,154 @@
+//! Test helpers: run the real `imagefleet` binary and talk to it over HTTP.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join("tests/samples").join(name)).unwrap()
+}
+
+/// (file, accepted labels) from tests/samples/expected.csv.
+pub fn expected_labels() -> Vec<(String, Vec<String>)> {
+    let csv = std::fs::read_to_string(repo_root().join("tests/samples/expected.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            (
+                fields[0].to_owned(),
+                fields[2].split('|').map(str::to_owned).collect(),
+            )
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `imagefleet` process, stopped with SIGTERM when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// `imagefleet <args> --listen 127.0.0.1:PORT --data-dir <temp>`, once
+    /// `/healthz` answers.
+    pub fn start(args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("data");
+        let mut server = Server::start_in(args, &data_dir);
+        server._temp = Some(temp);
+        server
+    }
+
+    pub fn start_in(args: &[&str], data_dir: &Path) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+            .args(args)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start imagefleet");
+        let server = Server {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+        };
+        server.wait_healthy(Duration::from_secs(60));
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn wait_healthy(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(self.url("/healthz")).send() {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server on {} did not become healthy", self.addr);
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// Uploads `bytes` as multipart field `field`, as the classic workload
+/// generator does.
+pub fn upload(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    field: &str,
+    file_name: &str,
+    bytes: Vec<u8>,
+    json: bool,
+) -> reqwest::blocking::Response {
+    let part = reqwest::blocking::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+    let form = reqwest::blocking::multipart::Form::new().part(field.to_owned(), part);
+    let mut request = client.post(url).multipart(form);
+    if json {
+        request = request.header("Accept", "application/json");
+    }
+    request.send().expect("request sent")
+}
+
+/// Object keys in a local bucket directory (temporary files excluded).
+pub fn bucket_keys(data_dir: &Path, bucket: &str) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(data_dir.join("buckets").join(bucket))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    keys.sort();
+    keys
+}

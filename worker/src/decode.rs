@@ -1,0 +1,77 @@
+//! Upload bytes to 8-bit RGB pixels, within a pixel budget.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::error::ClassifyError;
+
+/// The formats the service accepts; anything else is refused before decoding.
+pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
+
+/// Default pixel budget: 50 megapixels covers any camera photo while keeping
+/// one decode under ~200 MB of memory.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
+/// Recognises the format from the leading bytes (never from a file name or a
+/// client's content type, which can lie).
+pub fn sniff_format(bytes: &[u8]) -> Result<ImageFormat, ClassifyError> {
+    if bytes.is_empty() {
+        return Err(ClassifyError::Empty);
+    }
+    match image::guess_format(bytes) {
+        Ok(format) if SUPPORTED_FORMATS.contains(&format) => Ok(format),
+        _ => Err(ClassifyError::UnsupportedFormat),
+    }
+}
+
+/// The MIME type of a supported format, for stored objects.
+pub fn mime_type(format: ImageFormat) -> &'static str {
+    format.to_mime_type()
+}
+
+/// Decodes any supported image to 8-bit RGB: gray is replicated, alpha is
+/// dropped, 16-bit is scaled down, CMYK is converted, EXIF orientation is
+/// applied (so phone photos are upright), and only the first frame of an
+/// animation is used.
+pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ClassifyError> {
+    let format = sniff_format(bytes)?;
+    let undecodable = |e: image::ImageError| ClassifyError::Undecodable(e.to_string());
+
+    let reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder = reader.into_decoder().map_err(undecodable)?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ClassifyError::Undecodable(format!(
+            "image has no pixels ({width}x{height})"
+        )));
+    }
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ClassifyError::TooManyPixels {
+            width,
+            height,
+            max_pixels,
+        });
+    }
+    let mut limits = Limits::default();
+    // 16-bit RGBA is the widest layout a decoder produces: 8 bytes per pixel,
+    // plus the same again for conversions.
+    limits.max_alloc = Some(max_pixels.saturating_mul(16));
+    decoder.set_limits(limits).map_err(undecodable)?;
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    Ok(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.into_rgb8(),
+    })
+}

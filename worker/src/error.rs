@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+/// Why an image could not be classified. Each variant maps to one stable
+/// `kind()` string that travels in result messages and HTTP errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("the upload is empty")]
+    Empty,
+    #[error("not a supported image format (JPEG, PNG, WebP, GIF, BMP or TIFF)")]
+    UnsupportedFormat,
+    #[error("image is {width}x{height} pixels, more than the limit of {max_pixels} pixels")]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
+    #[error("image could not be decoded: {0}")]
+    Undecodable(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl ClassifyError {
+    /// A short machine-readable name, stable across versions.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClassifyError::Empty => "empty",
+            ClassifyError::UnsupportedFormat => "unsupported_format",
+            ClassifyError::TooManyPixels { .. } => "too_many_pixels",
+            ClassifyError::Undecodable(_) => "undecodable",
+            ClassifyError::Inference(_) => "inference",
+        }
+    }
+}
+
+/// Why the model could not be loaded: these stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid model manifest {path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("labels file {path}: {message}")]
+    Labels { path: PathBuf, message: String },
+    #[error("cannot load ONNX model {path}: {message}")]
+    Onnx { path: PathBuf, message: String },
+}

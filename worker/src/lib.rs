@@ -1,0 +1,12 @@
+//! imagefleet's classifier: the model manifest, image decoding,
+//! preprocessing, tract inference and top-k. No I/O beyond loading the model.
+
+pub mod classifier;
+pub mod decode;
+pub mod error;
+pub mod manifest;
+pub mod preprocess;
+
+pub use classifier::{Classification, Classifier, Prediction, StageTimings, TOP_K};
+pub use error::{ClassifyError, ModelError};
+pub use manifest::ModelManifest;

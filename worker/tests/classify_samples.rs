@@ -1,0 +1,170 @@
+//! The real model on real photos: the sample images get labels their
+//! reference accepts, and every upload format decodes to the same picture.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use imagefleet_worker::{Classifier, ClassifyError};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn classifier() -> &'static Classifier {
+    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
+    CLASSIFIER.get_or_init(|| {
+        Classifier::load(&repo_root().join("models/model.toml")).expect("model loads")
+    })
+}
+
+/// (file, accepted labels, reference probability of the reference top-1)
+fn expected() -> Vec<(String, Vec<String>, f32)> {
+    let csv = std::fs::read_to_string(repo_root().join("tests/samples/expected.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let accept = fields[2].split('|').map(str::to_owned).collect();
+            (fields[0].to_owned(), accept, fields[3].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn sample_photos_match_the_reference() {
+    let expected = expected();
+    assert_eq!(expected.len(), 3);
+    for (file, accept, reference_probability) in expected {
+        let bytes = std::fs::read(repo_root().join("tests/samples").join(&file)).unwrap();
+        let result = classifier().classify(&bytes).unwrap();
+        let best = result.best();
+        assert!(
+            accept.contains(&best.label),
+            "{file}: got {} ({}), accepted {accept:?}",
+            best.label,
+            best.probability
+        );
+        if accept.len() == 1 {
+            // Confident images: our probability is close to onnxruntime's.
+            assert!(
+                (best.probability - reference_probability).abs() < 0.05,
+                "{file}: probability {} vs reference {reference_probability}",
+                best.probability
+            );
+        }
+        assert_eq!(result.top.len(), 5);
+        assert!(result
+            .top
+            .windows(2)
+            .all(|w| w[0].probability >= w[1].probability));
+    }
+}
+
+#[test]
+fn every_upload_format_decodes_and_classifies() {
+    let fixtures = repo_root().join("worker/tests/fixtures");
+    let files = [
+        "baseline.jpg",
+        "progressive.jpg",
+        "cmyk.jpg",
+        "gray.png",
+        "gray16.png",
+        "rgba.png",
+        "palette.png",
+        "lossy.webp",
+        "lossless.webp",
+        "plain.gif",
+        "plain.bmp",
+        "plain.tiff",
+    ];
+    for file in files {
+        let bytes = std::fs::read(fixtures.join(file)).unwrap();
+        let result = classifier()
+            .classify(&bytes)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((result.width, result.height), (200, 150), "{file}");
+        let labels: Vec<&str> = result.top.iter().map(|p| p.label.as_str()).collect();
+        // The photo is an espresso cup; gray versions lose the colour cue but
+        // keep the cup.
+        assert!(
+            labels
+                .iter()
+                .any(|l| ["espresso", "cup", "coffee mug"].contains(l)),
+            "{file}: top 5 {labels:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_uploads_get_typed_errors() {
+    let c = classifier();
+    assert!(matches!(c.classify(b""), Err(ClassifyError::Empty)));
+    assert!(matches!(
+        c.classify(b"hello, this is text"),
+        Err(ClassifyError::UnsupportedFormat)
+    ));
+    let jpeg = std::fs::read(repo_root().join("worker/tests/fixtures/baseline.jpg")).unwrap();
+    // A truncated body may decode partially (grey bottom rows) or fail; it
+    // must never panic or report another kind of error.
+    let truncated = &jpeg[..jpeg.len() / 3];
+    assert!(matches!(
+        c.classify(truncated),
+        Err(ClassifyError::Undecodable(_)) | Ok(_)
+    ));
+    let header_only = &jpeg[..200];
+    assert!(matches!(
+        c.classify(header_only),
+        Err(ClassifyError::Undecodable(_))
+    ));
+}
+
+#[test]
+fn pixel_budget_is_checked_before_decoding() {
+    // A valid PNG header claiming 100000x100000 pixels: refused from the
+    // header alone, without allocating 30 GB.
+    let huge = huge_png_header(100_000, 100_000);
+    let c = Classifier::load(&repo_root().join("models/model.toml"))
+        .unwrap()
+        .with_max_pixels(1_000_000);
+    match c.classify(&huge) {
+        Err(ClassifyError::TooManyPixels { width, height, .. }) => {
+            assert_eq!((width, height), (100_000, 100_000))
+        }
+        other => panic!("expected TooManyPixels, got {other:?}"),
+    }
+}
+
+fn huge_png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    // The decoder reads up to the first IDAT before it reports dimensions.
+    for (kind, data) in [
+        (b"IHDR", ihdr),
+        (b"IDAT", vec![0x78, 0x9c]),
+        (b"IEND", Vec::new()),
+    ] {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(&data);
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
