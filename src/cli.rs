@@ -28,6 +28,127 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Classify image files directly, without any server.
     Classify(ClassifyArgs),
+    /// The autoscaling controller for the local fleet (no web tier).
+    Controller(ControllerArgs),
+    /// Evaluate the policy once for a given state and print the plan.
+    Plan(PlanArgs),
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Replay a workload trace through a policy on a simulated clock.
+    Simulate(SimulateArgs),
+    /// Send concurrent uploads to a running service and report throughput.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The upload endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080/")]
+    pub url: String,
+    /// Client threads uploading at once.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Uploads in all, cycling through the files.
+    #[arg(long, default_value_t = 100)]
+    pub requests: usize,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Image files to upload.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PolicyArgs {
+    /// The scaling policy script (default: policies/scale.rhai).
+    #[arg(long, env = "IMAGEFLEET_POLICY")]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Fewest instances, whatever the policy says.
+    #[arg(long, default_value_t = 0)]
+    pub min_instances: u32,
+    /// Hard cap on instances, whatever the policy says.
+    #[arg(long, default_value_t = 20)]
+    pub max_instances: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ControllerOptions {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Milliseconds between controller ticks.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..))]
+    pub interval_ms: u64,
+    /// Print each planned action instead of starting or stopping instances.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub controller: ControllerOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Messages waiting in the queue.
+    #[arg(long, default_value_t = 0)]
+    pub visible: u64,
+    /// Messages being worked on.
+    #[arg(long, default_value_t = 0)]
+    pub in_flight: u64,
+    /// Running instances.
+    #[arg(long, default_value_t = 0)]
+    pub running: u32,
+    /// Instances still starting.
+    #[arg(long, default_value_t = 0)]
+    pub pending: u32,
+    /// Of the running instances, how many are idle (default: all but one per
+    /// in-flight message).
+    #[arg(long)]
+    pub idle: Option<u32>,
+    /// Seconds since the last scaling action (default: never).
+    #[arg(long)]
+    pub since_last_scale: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Compile a policy and try it on sample states; prints `ok` or the
+    /// errors with line and column (exit status 1).
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Workload trace (TOML), e.g. policies/traces/burst-100.toml.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Where to write the chart of backlog and instances (SVG).
+    #[arg(long, default_value = "simulation.svg")]
+    pub chart: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -64,8 +185,11 @@ pub struct ServeArgs {
     pub web: WebArgs,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Worker processes to run (default: one per core).
-    #[arg(long)]
+    #[command(flatten)]
+    pub controller: ControllerOptions,
+    /// Run exactly this many workers instead of letting the controller size
+    /// the fleet.
+    #[arg(long, conflicts_with = "dry_run")]
     pub workers: Option<usize>,
 }
 

@@ -3,12 +3,15 @@
 
 pub mod cli;
 pub mod commands;
+pub mod controller;
 pub mod fleet;
 pub mod job;
 pub mod paths;
+pub mod policy;
 pub mod queue;
 pub mod services;
 pub mod shutdown;
+pub mod simulate;
 pub mod store;
 pub mod web;
 pub mod worker_loop;

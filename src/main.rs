@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use imagefleet::cli::{Cli, Command};
+use imagefleet::cli::{Cli, Command, PolicyCommand};
 use imagefleet::commands;
 use tracing_subscriber::EnvFilter;
 
@@ -32,5 +32,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Web(args) => runtime.block_on(commands::web::run(args)).map(|()| true),
         Command::Worker(args) => runtime.block_on(commands::worker::run(args)).map(|()| true),
         Command::Classify(args) => commands::classify::run(args),
+        Command::Controller(args) => runtime
+            .block_on(commands::controller::run(args))
+            .map(|()| true),
+        Command::Plan(args) => commands::plan::run(args).map(|()| true),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => commands::policy::check(&file),
+        Command::Simulate(args) => commands::simulate::run(args).map(|()| true),
+        Command::Load(args) => commands::load::run(args),
     }
 }

@@ -6,13 +6,42 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bucket_keys, expected_labels, sample, upload, Server};
+use common::{bucket_keys, expected_labels, get_json, sample, upload, wait_for, Server};
 use imagefleet::queue::QueueDepth;
 use imagefleet::services::Services;
 
+/// The controller grows the fleet from zero for the burst and shrinks it
+/// back to zero once the queue is empty.
 #[test]
 fn hundred_concurrent_uploads_all_get_labels() {
-    let mut server = Server::start(&["serve", "--workers", "2"]);
+    let mut server = Server::start(&["serve", "--interval-ms", "300", "--max-instances", "4"]);
+    let status_url = server.url("/status");
+    let instance_counts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (counts, watching, url) = (
+            Arc::clone(&instance_counts),
+            Arc::clone(&watching),
+            status_url.clone(),
+        );
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = get_json(&url);
+                let n = status["controller"]["instances"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                counts.lock().unwrap().push(n);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    assert_eq!(
+        get_json(&status_url)["controller"]["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let expected = Arc::new(expected_labels());
     let url = Arc::new(server.url("/"));
 
@@ -56,6 +85,30 @@ fn hundred_concurrent_uploads_all_get_labels() {
     assert_eq!(requests, QueueDepth::default());
     assert_eq!(results, QueueDepth::default());
     assert_eq!(dead, QueueDepth::default());
+
+    // Scale-in: the idle fleet goes back to zero.
+    wait_for(
+        "the fleet to scale back to zero",
+        Duration::from_secs(30),
+        || {
+            let status = get_json(&status_url);
+            status["controller"]["instances"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let peak = instance_counts
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .max()
+        .unwrap();
+    assert!((1..=4).contains(&peak), "peak instances {peak}, cap 4");
 
     assert!(server.stop().success());
 }

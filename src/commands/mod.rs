@@ -1,7 +1,12 @@
 //! One module per subcommand: each wires the pieces together at the edge.
 
 pub mod classify;
+pub mod controller;
+pub mod load;
+pub mod plan;
+pub mod policy;
 pub mod serve;
+pub mod simulate;
 pub mod web;
 pub mod worker;
 

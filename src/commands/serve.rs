@@ -1,56 +1,56 @@
-//! `imagefleet serve`: web tier and a local worker fleet in one command.
-
-use std::time::Duration;
+//! `imagefleet serve`: web tier, controller and local worker fleet in one
+//! command. The fleet starts empty and follows the policy.
 
 use crate::cli::ServeArgs;
-use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
+use crate::commands::controller::{local_fleet, STOP_GRACE};
+use crate::fleet::Fleet;
 use crate::paths::absolute;
-use crate::services::{LocalLayout, Services};
+use crate::services::Services;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
-
-/// How long workers get to finish their jobs when the service stops.
-const STOP_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.web.data.data_dir);
     let services = Services::local(&data_dir)?;
-    let layout = LocalLayout::new(&data_dir);
-    let fleet = LocalFleet::open(&layout.fleet_file(), worker_command(&data_dir, &args)?)?;
+    let fleet = local_fleet(&data_dir, &args.model)?;
+    let mut state = WebState::new(services.clone(), args.web.settings());
+
+    let controller = match args.workers {
+        Some(workers) => {
+            fixed_fleet(fleet.as_ref(), workers).await?;
+            None
+        }
+        None => {
+            let controller = args
+                .controller
+                .build(services.requests.clone(), fleet.clone())?;
+            state = state.with_status(std::sync::Arc::new(controller.status()));
+            Some(tokio::spawn(controller.run(shutdown.clone())))
+        }
+    };
     let listener = args.web.bind().await?;
-
-    let workers = args.workers.unwrap_or_else(default_workers);
-    let running = fleet.list().await?.len();
-    if workers > running {
-        fleet.launch(workers - running).await?;
+    tracing::info!(data_dir = %data_dir.display(), "serving");
+    let result = web::serve(listener, state, shutdown).await;
+    if let Some(controller) = controller {
+        let _ = controller.await;
     }
-    tracing::info!(workers, data_dir = %data_dir.display(), "serving");
-
-    let result = web::serve(
-        listener,
-        WebState::new(services, args.web.settings()),
-        shutdown,
-    )
-    .await;
-    fleet.shutdown(STOP_GRACE).await;
+    if !args.controller.dry_run {
+        fleet.shutdown(STOP_GRACE).await;
+    }
     result
 }
 
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn worker_command(data_dir: &std::path::Path, args: &ServeArgs) -> anyhow::Result<WorkerCommand> {
-    Ok(WorkerCommand {
-        program: std::env::current_exe()?,
-        args: vec![
-            "worker".into(),
-            "--data-dir".into(),
-            data_dir.into(),
-            "--model".into(),
-            absolute(&args.model.manifest_path()).into(),
-        ],
-    })
+/// `--workers N`: exactly N workers, no controller.
+async fn fixed_fleet(fleet: &dyn Fleet, workers: usize) -> anyhow::Result<()> {
+    let running = fleet.list().await?;
+    if workers > running.len() {
+        fleet.launch(workers - running.len()).await?;
+    } else if workers < running.len() {
+        let extra: Vec<String> = running[workers..].iter().map(|i| i.id.clone()).collect();
+        fleet.terminate(&extra).await?;
+    }
+    tracing::info!(workers, "fixed fleet");
+    Ok(())
 }

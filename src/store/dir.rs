@@ -66,19 +66,12 @@ fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = root
-        .join(TMP_DIR)
-        .join(uuid::Uuid::new_v4().simple().to_string());
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    // Removed automatically if anything below fails.
+    let mut file = tempfile::NamedTempFile::new_in(root.join(TMP_DIR))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn list_keys(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {

@@ -1,9 +1,11 @@
 //! Test helpers: run the real `imagefleet` binary and talk to it over HTTP.
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
@@ -42,6 +44,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Lines the process printed on stdout.
+    pub stdout: Arc<Mutex<Vec<String>>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -58,7 +62,7 @@ impl Server {
 
     pub fn start_in(args: &[&str], data_dir: &Path) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
             .args(args)
             .arg("--listen")
             .arg(addr.to_string())
@@ -66,12 +70,15 @@ impl Server {
             .arg(data_dir)
             .current_dir(repo_root())
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start imagefleet");
+        let stdout = collect_lines(child.stdout.take().unwrap());
         let server = Server {
             child,
             addr,
             data_dir: data_dir.to_owned(),
+            stdout,
             _temp: None,
         };
         server.wait_healthy(Duration::from_secs(60));
@@ -151,4 +158,39 @@ pub fn bucket_keys(data_dir: &Path, bucket: &str) -> Vec<String> {
         .collect();
     keys.sort();
     keys
+}
+
+/// Collects a child's output lines in the background (and echoes them, so a
+/// failing test shows what the process said).
+pub fn collect_lines(output: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output)
+            .lines()
+            .map_while(Result::ok)
+        {
+            println!("[imagefleet] {line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn get_json(url: &str) -> serde_json::Value {
+    reqwest::blocking::get(url).unwrap().json().unwrap()
 }

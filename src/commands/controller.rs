@@ -1,0 +1,88 @@
+//! `imagefleet controller`: the reconcile loop for the local fleet, and the
+//! wiring it shares with `serve`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{ControllerArgs, ControllerOptions, LimitArgs, ModelArgs, PolicyArgs};
+use crate::controller::{Controller, ControllerSettings, Limits};
+use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
+use crate::paths::{absolute, default_policy};
+use crate::policy::PolicySource;
+use crate::queue::Queue;
+use crate::services::{LocalLayout, Services};
+use crate::shutdown::{on_signals, Shutdown};
+
+/// How long workers get to finish their jobs when the service stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+impl PolicyArgs {
+    pub fn path(&self) -> std::path::PathBuf {
+        self.policy.clone().unwrap_or_else(default_policy)
+    }
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        anyhow::ensure!(
+            self.min_instances <= self.max_instances,
+            "--min-instances {} is above --max-instances {}",
+            self.min_instances,
+            self.max_instances
+        );
+        Ok(Limits {
+            min: self.min_instances,
+            max: self.max_instances,
+        })
+    }
+}
+
+impl ControllerOptions {
+    pub fn build(
+        &self,
+        queue: Arc<dyn Queue>,
+        fleet: Arc<dyn Fleet>,
+    ) -> anyhow::Result<Controller> {
+        let policy = PolicySource::open(&self.policy.path())?;
+        let settings = ControllerSettings {
+            interval: Duration::from_millis(self.interval_ms),
+            limits: self.limits.limits()?,
+            dry_run: self.dry_run,
+        };
+        tracing::info!(policy = %policy.path().display(), dry_run = self.dry_run,
+            min = settings.limits.min, max = settings.limits.max, "controller starting");
+        Ok(Controller::new(queue, fleet, policy, settings))
+    }
+}
+
+/// The local fleet: `imagefleet worker` processes of this same executable on
+/// this data dir. Adopts workers left by an earlier run.
+pub fn local_fleet(data_dir: &Path, model: &ModelArgs) -> anyhow::Result<Arc<LocalFleet>> {
+    let command = WorkerCommand {
+        program: std::env::current_exe()?,
+        args: vec![
+            "worker".into(),
+            "--data-dir".into(),
+            data_dir.into(),
+            "--model".into(),
+            absolute(&model.manifest_path()).into(),
+        ],
+    };
+    let layout = LocalLayout::new(data_dir);
+    Ok(Arc::new(LocalFleet::open(&layout.fleet_file(), command)?))
+}
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let (trigger, shutdown) = Shutdown::new();
+    on_signals(trigger);
+    let data_dir = absolute(&args.data.data_dir);
+    let services = Services::local(&data_dir)?;
+    let fleet = local_fleet(&data_dir, &args.model)?;
+    let controller = args.controller.build(services.requests, fleet.clone())?;
+    controller.run(shutdown).await;
+    if !args.controller.dry_run {
+        fleet.shutdown(STOP_GRACE).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `imagefleet policy check FILE`: compile the script and try it on a few
+//! representative states, so runtime errors show up before deployment too.
+
+use std::path::Path;
+
+use crate::policy::{Observation, Policy};
+
+/// Returns false (exit status 1) when the policy has errors.
+pub fn check(file: &Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let policy = match Policy::compile(&text) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return Ok(false);
+        }
+    };
+    let mut ok = true;
+    for (name, observation) in sample_states() {
+        if let Err(e) = policy.decide(&observation) {
+            eprintln!("{}: {e} (with {name})", file.display());
+            ok = false;
+        }
+    }
+    if ok {
+        println!("ok");
+    }
+    Ok(ok)
+}
+
+fn sample_states() -> Vec<(&'static str, Observation)> {
+    let base = Observation {
+        max: 20,
+        now: 1_800_000_000.0,
+        ..Observation::default()
+    };
+    vec![
+        ("an empty queue and no instances", base.clone()),
+        (
+            "35 queued jobs and no instances",
+            Observation {
+                visible: 35,
+                ..base.clone()
+            },
+        ),
+        (
+            "500 queued jobs and 20 busy instances just scaled",
+            Observation {
+                visible: 480,
+                in_flight: 20,
+                running: 20,
+                since_last_scale_secs: Some(1.0),
+                ..base.clone()
+            },
+        ),
+        (
+            "a drained queue and 5 idle instances",
+            Observation {
+                running: 5,
+                idle: 5,
+                since_last_scale_secs: Some(300.0),
+                ..base
+            },
+        ),
+    ]
+}

@@ -1,0 +1,58 @@
+//! `imagefleet simulate`: a policy against a workload trace, on a simulated
+//! clock, with a timeline summary and a chart.
+
+use crate::cli::SimulateArgs;
+use crate::policy::Policy;
+use crate::simulate::{simulate, svg, Trace};
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let policy_path = args.policy.path();
+    let script = std::fs::read_to_string(&policy_path)
+        .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", policy_path.display()))?;
+    let policy =
+        Policy::compile(&script).map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+    let trace = Trace::load(&args.trace)?;
+    let limits = args.limits.limits()?;
+    let summary = simulate(&trace, &policy, limits)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+
+    println!(
+        "trace: {} ({} s of arrivals; service {} ms per image; boot {} s; tick {} s)",
+        args.trace.display(),
+        trace.duration(),
+        trace.service_time_ms,
+        trace.boot_delay_s,
+        trace.tick_s
+    );
+    println!(
+        "policy: {} (instances {}..{})",
+        policy_path.display(),
+        limits.min,
+        limits.max
+    );
+    println!(
+        "jobs: {} arrived, {} completed, last at {:.1} s",
+        summary.arrivals, summary.completed, summary.last_completion_s
+    );
+    println!(
+        "instances: peak {}, {} launched, {} terminated, {:.1} instance-seconds",
+        summary.peak_instances, summary.launches, summary.terminations, summary.instance_seconds
+    );
+    println!(
+        "queue wait: p50 {:.2} s, p95 {:.2} s, max {:.2} s",
+        summary.wait_p50_s, summary.wait_p95_s, summary.wait_max_s
+    );
+    println!("settled at {:.1} s", summary.end_s);
+    let title = format!(
+        "{} on {}",
+        policy_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy(),
+        args.trace.file_name().unwrap_or_default().to_string_lossy()
+    );
+    std::fs::write(&args.chart, svg(&summary.samples, &title))
+        .map_err(|e| anyhow::anyhow!("cannot write chart {}: {e}", args.chart.display()))?;
+    println!("chart: {}", args.chart.display());
+    Ok(())
+}

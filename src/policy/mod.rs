@@ -1,0 +1,318 @@
+//! The scaling policy: a Rhai script that reads the observed state and
+//! returns how many instances it wants. Pure: no clock, no I/O; the caller
+//! passes everything in. The script gets no file, network or process access
+//! (Rhai has none unless the host registers it, and we register none) and a
+//! bounded number of operations.
+
+mod observation;
+mod source;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, ParseError, Position, Scope, AST};
+use serde::Serialize;
+
+pub use observation::Observation;
+pub use source::{PolicySource, PolicyStatus};
+
+/// The policy shipped in policies/scale.rhai, built in so a broken or
+/// missing file never leaves the fleet without a policy.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/scale.rhai");
+
+/// Operations one decision may take; an endless loop stops here.
+pub const MAX_OPERATIONS: u64 = 100_000;
+
+/// The most instances a script may ask for; anything above is nonsense,
+/// not a count (the configured cap still clamps sane values).
+pub const MAX_SANE_DESIRED: i64 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// As returned by the script, before clamping.
+    pub desired: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error("{kind} error{}: {message}", location(*.line, *.column))]
+pub struct PolicyError {
+    pub kind: PolicyErrorKind,
+    pub message: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyErrorKind {
+    Compile,
+    Runtime,
+    OperationLimit,
+    BadResult,
+}
+
+impl std::fmt::Display for PolicyErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PolicyErrorKind::Compile => "compile",
+            PolicyErrorKind::Runtime => "runtime",
+            PolicyErrorKind::OperationLimit => "operation limit",
+            PolicyErrorKind::BadResult => "result",
+        })
+    }
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" at line {line}, column {column}"),
+        (Some(line), None) => format!(" at line {line}"),
+        _ => String::new(),
+    }
+}
+
+impl PolicyError {
+    fn at(kind: PolicyErrorKind, message: String, position: Position) -> PolicyError {
+        PolicyError {
+            kind,
+            message,
+            line: position.line(),
+            column: position.position(),
+        }
+    }
+
+    fn bad_result(message: String) -> PolicyError {
+        PolicyError::at(PolicyErrorKind::BadResult, message, Position::NONE)
+    }
+}
+
+impl From<ParseError> for PolicyError {
+    fn from(e: ParseError) -> Self {
+        PolicyError::at(PolicyErrorKind::Compile, e.0.to_string(), e.1)
+    }
+}
+
+impl From<Box<EvalAltResult>> for PolicyError {
+    fn from(e: Box<EvalAltResult>) -> Self {
+        let kind = match *e {
+            EvalAltResult::ErrorTooManyOperations(_) => PolicyErrorKind::OperationLimit,
+            _ => PolicyErrorKind::Runtime,
+        };
+        let position = e.position();
+        let mut message = e.to_string();
+        // Rhai appends " (line L, position P)"; we report those separately.
+        if let Some(cut) = message.rfind(" (line ") {
+            message.truncate(cut);
+        }
+        PolicyError::at(kind, message, position)
+    }
+}
+
+/// A compiled policy script.
+pub struct Policy {
+    engine: Engine,
+    ast: AST,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").finish_non_exhaustive()
+    }
+}
+
+fn sandboxed_engine() -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_operations(MAX_OPERATIONS);
+    engine.set_max_call_levels(32);
+    engine.set_max_expr_depths(64, 32);
+    engine.set_max_string_size(4096);
+    engine.set_max_array_size(10_000);
+    engine.set_max_map_size(1_000);
+    // `eval` would let a script compile code the checks never saw.
+    engine.disable_symbol("eval");
+    engine.on_print(|text| tracing::info!(target: "policy", "{text}"));
+    engine.on_debug(|text, _, position| tracing::debug!(target: "policy", %position, "{text}"));
+    engine
+}
+
+impl Policy {
+    pub fn compile(script: &str) -> Result<Policy, PolicyError> {
+        let engine = sandboxed_engine();
+        let ast = engine.compile(script)?;
+        Ok(Policy { engine, ast })
+    }
+
+    /// The built-in default (policies/scale.rhai as shipped).
+    pub fn builtin() -> Policy {
+        Policy::compile(DEFAULT_POLICY).expect("the shipped default policy compiles")
+    }
+
+    /// Runs the script on one observation.
+    pub fn decide(&self, observation: &Observation) -> Result<Decision, PolicyError> {
+        let mut scope = Scope::new();
+        observation.fill_scope(&mut scope);
+        let value: Dynamic = self.engine.eval_ast_with_scope(&mut scope, &self.ast)?;
+        interpret_result(value)
+    }
+}
+
+/// Accepts an integer (or an integral float), or a map with `desired` and an
+/// optional string `reason`.
+fn interpret_result(value: Dynamic) -> Result<Decision, PolicyError> {
+    if value.is_map() {
+        let map: Map = value.cast();
+        let desired = map.get("desired").cloned().ok_or_else(|| {
+            PolicyError::bad_result("the returned map has no `desired` field".into())
+        })?;
+        let reason = match map.get("reason") {
+            None => String::new(),
+            Some(r) if r.is_string() => r.clone().into_string().unwrap_or_default(),
+            Some(r) => {
+                return Err(PolicyError::bad_result(format!(
+                    "`reason` must be a string, not {}",
+                    r.type_name()
+                )))
+            }
+        };
+        return Ok(Decision {
+            desired: count(desired)?,
+            reason,
+        });
+    }
+    Ok(Decision {
+        desired: count(value)?,
+        reason: String::new(),
+    })
+}
+
+fn count(value: Dynamic) -> Result<u32, PolicyError> {
+    let number = if let Ok(int) = value.as_int() {
+        int
+    } else if let Ok(float) = value.as_float() {
+        if !float.is_finite() || float.fract() != 0.0 || float.abs() > MAX_SANE_DESIRED as f64 {
+            return Err(PolicyError::bad_result(format!(
+                "desired must be a whole number of instances, got {float}"
+            )));
+        }
+        float as i64
+    } else {
+        return Err(PolicyError::bad_result(format!(
+            "the script must return an integer or a map with `desired`, not {}",
+            value.type_name()
+        )));
+    };
+    if !(0..=MAX_SANE_DESIRED).contains(&number) {
+        return Err(PolicyError::bad_result(format!(
+            "desired must be between 0 and {MAX_SANE_DESIRED}, got {number}"
+        )));
+    }
+    Ok(number as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observe(visible: u64, in_flight: u64, running: u32) -> Observation {
+        Observation {
+            visible,
+            in_flight,
+            running,
+            max: 20,
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn default_policy_is_one_instance_per_ten_messages() {
+        let policy = Policy::builtin();
+        let desired = |v, f| policy.decide(&observe(v, f, 0)).unwrap().desired;
+        assert_eq!(desired(0, 0), 0);
+        assert_eq!(desired(1, 0), 1);
+        assert_eq!(desired(35, 0), 4);
+        assert_eq!(desired(30, 5), 4);
+        assert_eq!(desired(500, 0), 20);
+        assert!(!policy.decide(&observe(35, 0, 0)).unwrap().reason.is_empty());
+    }
+
+    #[test]
+    fn integers_floats_and_maps_are_accepted() {
+        let o = observe(0, 0, 0);
+        assert_eq!(Policy::compile("3").unwrap().decide(&o).unwrap().desired, 3);
+        assert_eq!(
+            Policy::compile("3.0").unwrap().decide(&o).unwrap().desired,
+            3
+        );
+        let d = Policy::compile(r#"#{ desired: 2, reason: "why" }"#)
+            .unwrap()
+            .decide(&o)
+            .unwrap();
+        assert_eq!(
+            d,
+            Decision {
+                desired: 2,
+                reason: "why".into()
+            }
+        );
+    }
+
+    #[test]
+    fn nonsense_results_are_refused() {
+        let o = observe(0, 0, 0);
+        for script in [
+            "-1",
+            "2.5",
+            "\"four\"",
+            "#{ reason: \"x\" }",
+            "1_000_000_000",
+            "()",
+        ] {
+            let err = Policy::compile(script).unwrap().decide(&o).unwrap_err();
+            assert_eq!(err.kind, PolicyErrorKind::BadResult, "{script}: {err}");
+        }
+    }
+
+    #[test]
+    fn compile_errors_carry_line_and_column() {
+        let err = Policy::compile("let x = 1;\nlet y = ;\n").unwrap_err();
+        assert_eq!(err.kind, PolicyErrorKind::Compile);
+        assert_eq!(err.line, Some(2));
+        assert!(err.column.is_some());
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn runtime_errors_carry_line_and_column() {
+        let err = Policy::compile("let a = 1;\nthrow \"no\";")
+            .unwrap()
+            .decide(&observe(0, 0, 0))
+            .unwrap_err();
+        assert_eq!(err.kind, PolicyErrorKind::Runtime);
+        assert_eq!(err.line, Some(2));
+        let err = Policy::compile("queue.nope + 1")
+            .unwrap()
+            .decide(&observe(0, 0, 0))
+            .unwrap_err();
+        assert_eq!(err.kind, PolicyErrorKind::Runtime);
+    }
+
+    #[test]
+    fn endless_loops_hit_the_operation_limit() {
+        let err = Policy::compile("loop { }")
+            .unwrap()
+            .decide(&observe(0, 0, 0))
+            .unwrap_err();
+        assert_eq!(err.kind, PolicyErrorKind::OperationLimit);
+    }
+
+    #[test]
+    fn scripts_cannot_eval_or_reach_outside() {
+        assert!(Policy::compile(r#"eval("1")"#).is_err());
+        // No file or process functions exist to call.
+        for script in [
+            r#"open("/etc/passwd")"#,
+            r#"system("ls")"#,
+            r#"import "x" as y; 1"#,
+        ] {
+            let result = Policy::compile(script).and_then(|p| p.decide(&observe(0, 0, 0)));
+            assert!(result.is_err(), "{script} ran");
+        }
+    }
+}

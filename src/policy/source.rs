@@ -1,0 +1,204 @@
+//! A policy file that operators edit while the controller runs. Each tick
+//! re-reads it; a new version takes over only if it compiles and then
+//! decides without error. Otherwise the last good version stays in charge and
+//! the error is kept for `GET /status`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Decision, Observation, Policy, PolicyError, PolicyErrorKind};
+
+pub struct PolicySource {
+    path: PathBuf,
+    /// The file's text as last read, to notice edits.
+    text: String,
+    /// The newest version that compiled.
+    newest: Arc<Policy>,
+    /// The newest version that also decided without error.
+    last_good: Arc<Policy>,
+    /// Why the file's current text is not in charge, if it is not.
+    error: Option<PolicyError>,
+    reloads: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyStatus {
+    pub path: PathBuf,
+    /// How many times an edit was picked up.
+    pub reloads: u64,
+    /// The error that keeps the file's current text out of charge.
+    pub error: Option<PolicyError>,
+    /// Human-readable form of `error`, e.g. "compile error at line 3, column 9: ...".
+    pub error_text: Option<String>,
+}
+
+impl PolicySource {
+    /// Loads the policy; a file that does not compile is refused here, so a
+    /// typo is found when the service starts, not later.
+    pub fn open(path: &Path) -> anyhow::Result<PolicySource> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
+        let policy = Arc::new(
+            Policy::compile(&text)
+                .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?,
+        );
+        Ok(PolicySource {
+            path: path.to_owned(),
+            text,
+            newest: Arc::clone(&policy),
+            last_good: policy,
+            error: None,
+            reloads: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Picks up an edit of the file, if any.
+    pub fn refresh(&mut self) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) => {
+                self.set_error(PolicyError {
+                    kind: PolicyErrorKind::Compile,
+                    message: format!("cannot read {}: {e}", self.path.display()),
+                    line: None,
+                    column: None,
+                });
+                return;
+            }
+        };
+        if text == self.text {
+            return;
+        }
+        self.text = text;
+        self.reloads += 1;
+        match Policy::compile(&self.text) {
+            Ok(policy) => {
+                tracing::info!(path = %self.path.display(), "policy reloaded");
+                self.newest = Arc::new(policy);
+                self.error = None;
+            }
+            Err(e) => self.set_error(e),
+        }
+    }
+
+    fn set_error(&mut self, error: PolicyError) {
+        if self.error.as_ref() != Some(&error) {
+            tracing::error!(path = %self.path.display(), %error,
+                "policy not applied; the last good policy stays in charge");
+        }
+        self.error = Some(error);
+    }
+
+    /// The newest policy's decision, or the last good one's when the newest
+    /// fails on this observation.
+    pub fn decide(&mut self, observation: &Observation) -> Decision {
+        match self.newest.decide(observation) {
+            Ok(decision) => {
+                if !Arc::ptr_eq(&self.newest, &self.last_good) {
+                    self.last_good = Arc::clone(&self.newest);
+                }
+                if self
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.kind != PolicyErrorKind::Compile)
+                {
+                    self.error = None;
+                }
+                decision
+            }
+            Err(error) => {
+                self.set_error(error);
+                let fallback = if Arc::ptr_eq(&self.newest, &self.last_good) {
+                    // The good version fails on this input too: fall back to
+                    // the shipped default rather than guess.
+                    Policy::builtin().decide(observation)
+                } else {
+                    self.last_good.decide(observation)
+                };
+                let mut decision = fallback.unwrap_or_else(|_| Decision {
+                    desired: observation.running + observation.pending,
+                    reason: "no policy could decide; holding".into(),
+                });
+                decision.reason = format!("last good policy ({})", decision.reason);
+                decision
+            }
+        }
+    }
+
+    pub fn status(&self) -> PolicyStatus {
+        PolicyStatus {
+            path: self.path.clone(),
+            reloads: self.reloads,
+            error: self.error.clone(),
+            error_text: self.error.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog(visible: u64) -> Observation {
+        Observation {
+            visible,
+            max: 20,
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn edits_take_over_and_broken_edits_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scale.rhai");
+        std::fs::write(&path, "(queue.backlog + 9) / 10").unwrap();
+        let mut source = PolicySource::open(&path).unwrap();
+        assert_eq!(source.decide(&backlog(35)).desired, 4);
+
+        std::fs::write(&path, "(queue.backlog + 4) / 5").unwrap();
+        source.refresh();
+        assert_eq!(source.decide(&backlog(35)).desired, 7);
+        assert!(source.status().error.is_none());
+
+        std::fs::write(&path, "let x = ;").unwrap();
+        source.refresh();
+        assert_eq!(source.decide(&backlog(35)).desired, 7);
+        let status = source.status();
+        assert_eq!(status.error.as_ref().unwrap().line, Some(1));
+        assert!(status
+            .error_text
+            .unwrap()
+            .contains("compile error at line 1"));
+
+        std::fs::write(&path, "loop {}").unwrap();
+        source.refresh();
+        let decision = source.decide(&backlog(35));
+        assert_eq!(decision.desired, 7);
+        assert!(decision.reason.starts_with("last good policy"));
+        assert_eq!(
+            source.status().error.unwrap().kind,
+            PolicyErrorKind::OperationLimit
+        );
+
+        std::fs::write(&path, "1").unwrap();
+        source.refresh();
+        assert_eq!(source.decide(&backlog(35)).desired, 1);
+        assert!(source.status().error.is_none());
+        assert_eq!(source.status().reloads, 4);
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scale.rhai");
+        std::fs::write(&path, "if {").unwrap();
+        let err = PolicySource::open(&path).err().unwrap().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

@@ -1,0 +1,110 @@
+//! Workload traces for the simulator (TOML).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trace {
+    #[serde(default)]
+    pub description: String,
+    /// Time one instance takes for one image, in milliseconds.
+    pub service_time_ms: f64,
+    /// From launch until an instance takes jobs, in seconds.
+    pub boot_delay_s: f64,
+    /// Controller interval, in seconds.
+    #[serde(default = "default_tick")]
+    pub tick_s: f64,
+    /// Arrivals, phase after phase.
+    #[serde(rename = "phase")]
+    pub phases: Vec<Phase>,
+}
+
+/// `seconds` of arrivals at `rate` per second, or ramping linearly from
+/// `rate` to `rate_end`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    pub seconds: f64,
+    pub rate: f64,
+    pub rate_end: Option<f64>,
+}
+
+fn default_tick() -> f64 {
+    2.0
+}
+
+impl Trace {
+    pub fn load(path: &Path) -> anyhow::Result<Trace> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read trace {}: {e}", path.display()))?;
+        Trace::parse(&text).map_err(|e| anyhow::anyhow!("trace {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Trace> {
+        let trace: Trace = toml::from_str(text)?;
+        trace.validate()?;
+        Ok(trace)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        anyhow::ensure!(
+            positive(self.service_time_ms),
+            "service_time_ms must be positive"
+        );
+        anyhow::ensure!(
+            self.boot_delay_s.is_finite() && self.boot_delay_s >= 0.0,
+            "boot_delay_s must not be negative"
+        );
+        anyhow::ensure!(
+            self.tick_s >= 0.05 && self.tick_s.is_finite(),
+            "tick_s must be at least 0.05"
+        );
+        anyhow::ensure!(
+            !self.phases.is_empty(),
+            "a trace needs at least one [[phase]]"
+        );
+        for (i, phase) in self.phases.iter().enumerate() {
+            anyhow::ensure!(
+                positive(phase.seconds),
+                "phase {}: seconds must be positive",
+                i + 1
+            );
+            let rates = [Some(phase.rate), phase.rate_end];
+            anyhow::ensure!(
+                rates
+                    .iter()
+                    .flatten()
+                    .all(|r| r.is_finite() && *r >= 0.0 && *r <= 1e5),
+                "phase {}: rates must be between 0 and 100000 per second",
+                i + 1
+            );
+        }
+        anyhow::ensure!(
+            self.duration() <= 86_400.0,
+            "a trace may cover at most one day"
+        );
+        Ok(())
+    }
+
+    /// Seconds covered by the phases.
+    pub fn duration(&self) -> f64 {
+        self.phases.iter().map(|p| p.seconds).sum()
+    }
+
+    /// Arrival rate (per second) at time `t`.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        let mut start = 0.0;
+        for phase in &self.phases {
+            if t < start + phase.seconds {
+                let end = phase.rate_end.unwrap_or(phase.rate);
+                let progress = (t - start) / phase.seconds;
+                return phase.rate + (end - phase.rate) * progress;
+            }
+            start += phase.seconds;
+        }
+        0.0
+    }
+}

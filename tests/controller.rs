@@ -1,0 +1,186 @@
+//! The controller through the real binary: hot-reloaded policy, dry run,
+//! and a restart that adopts the workers of the previous run.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{collect_lines, get_json, repo_root, wait_for, Server};
+use imagefleet::fleet::InstanceRegistry;
+use imagefleet::services::{LocalLayout, Services};
+
+fn queue_junk(data_dir: &Path, count: usize) {
+    // Dry-run tests have no workers, so the bodies are never read.
+    let services = Services::local(data_dir).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for i in 0..count {
+            services.requests.send(&format!("job {i}")).await.unwrap();
+        }
+    });
+}
+
+fn desired(status: &serde_json::Value) -> Option<u64> {
+    status["controller"]["last_plan"]["desired"].as_u64()
+}
+
+#[test]
+fn policy_edits_apply_live_and_broken_edits_do_not() {
+    let temp = tempfile::tempdir().unwrap();
+    let policy = temp.path().join("scale.rhai");
+    std::fs::copy(repo_root().join("policies/scale.rhai"), &policy).unwrap();
+    let data_dir = temp.path().join("data");
+    queue_junk(&data_dir, 35);
+    let args = [
+        "serve",
+        "--dry-run",
+        "--interval-ms",
+        "200",
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    let server = Server::start_in(&args, &data_dir);
+    let status_url = server.url("/status");
+
+    // Dry run: the default policy wants 4 and says so, once per tick.
+    wait_for("the first plan", Duration::from_secs(10), || {
+        (desired(&get_json(&status_url)) == Some(4)).then_some(())
+    });
+    let expected = "plan: launch 4 (desired 4, running 0; visible 35, in flight 0; \
+                    reason: backlog 35: one instance per 10 messages)";
+    wait_for("two dry-run plan lines", Duration::from_secs(10), || {
+        let lines = server.stdout.lock().unwrap();
+        (lines.iter().filter(|l| l.as_str() == expected).count() >= 2).then_some(())
+    });
+
+    // An operator edit: one instance per 5 messages, followed within 2 s.
+    std::fs::write(
+        &policy,
+        "#{ desired: (queue.backlog + 4) / 5, reason: \"per 5\" }",
+    )
+    .unwrap();
+    let edited = std::time::Instant::now();
+    wait_for("the edited policy", Duration::from_secs(2), || {
+        (desired(&get_json(&status_url)) == Some(7)).then_some(())
+    });
+    println!("edit followed after {:?}", edited.elapsed());
+
+    // A broken edit: the previous policy stays in charge, the error is shown.
+    std::fs::write(&policy, "let backlog = queue.backlog;\nlet x = ;\n").unwrap();
+    let error = wait_for(
+        "the compile error in /status",
+        Duration::from_secs(2),
+        || {
+            let status = get_json(&status_url);
+            status["controller"]["policy"]["error"]
+                .is_object()
+                .then_some(status)
+        },
+    );
+    let policy_status = &error["controller"]["policy"];
+    assert_eq!(policy_status["error"]["kind"], "compile");
+    assert_eq!(policy_status["error"]["line"], 2);
+    assert!(policy_status["error"]["column"].as_u64().is_some());
+    assert!(policy_status["error_text"]
+        .as_str()
+        .unwrap()
+        .contains("line 2"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(desired(&get_json(&status_url)), Some(7));
+
+    // An endless loop is cut off by the operation limit.
+    std::fs::write(&policy, "let n = 0;\nloop { n += 1; }\n").unwrap();
+    wait_for("the operation-limit error", Duration::from_secs(2), || {
+        let status = get_json(&status_url);
+        (status["controller"]["policy"]["error"]["kind"] == "operation_limit").then_some(())
+    });
+    let status = get_json(&status_url);
+    assert_eq!(desired(&status), Some(7));
+    assert!(status["controller"]["last_plan_text"]
+        .as_str()
+        .unwrap()
+        .contains("last good policy"));
+
+    // Dry run never started anything.
+    assert!(status["controller"]["instances"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let registry = InstanceRegistry::open(&LocalLayout::new(&data_dir).fleet_file()).unwrap();
+    assert!(registry.all().unwrap().is_empty());
+}
+
+/// A controller that dies leaves its workers running; the next one adopts
+/// them instead of launching more, and can stop them.
+#[test]
+fn a_restarted_controller_adopts_the_running_workers() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let policy = temp.path().join("two.rhai");
+    std::fs::write(&policy, "#{ desired: 2, reason: \"always two\" }").unwrap();
+    let registry_path = LocalLayout::new(&data_dir).fleet_file();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+            .args(["controller", "--interval-ms", "200", "--max-instances", "3"])
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let running_pids = || -> Vec<u32> {
+        let Ok(registry) = InstanceRegistry::open(&registry_path) else {
+            return Vec::new();
+        };
+        let all = registry.all().unwrap();
+        all.iter()
+            .filter(|r| r.instance.state == imagefleet::fleet::InstanceState::Running)
+            .map(|r| r.pid)
+            .collect()
+    };
+
+    let mut first = start();
+    let _out = collect_lines(first.stdout.take().unwrap());
+    let pids = wait_for("two running workers", Duration::from_secs(30), || {
+        let pids = running_pids();
+        (pids.len() == 2).then_some(pids)
+    });
+    // Crash: no chance to clean up.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(pids
+        .iter()
+        .all(|pid| Path::new(&format!("/proc/{pid}")).exists()));
+
+    let mut second = start();
+    let _out = collect_lines(second.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut after = running_pids();
+    after.sort();
+    let mut before = pids.clone();
+    before.sort();
+    assert_eq!(after, before, "the same two workers, none added");
+
+    // The policy now wants none: the adopted workers are stopped.
+    std::fs::write(&policy, "0").unwrap();
+    wait_for(
+        "the adopted workers to exit",
+        Duration::from_secs(30),
+        || {
+            let gone = pids.iter().all(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |stat| stat.contains(") Z "))
+            });
+            (gone && running_pids().is_empty()).then_some(())
+        },
+    );
+    unsafe {
+        libc::kill(second.id() as i32, libc::SIGTERM);
+    }
+    assert!(second.wait().unwrap().success());
+}
