@@ -50,6 +50,14 @@ pub struct Worker {
     activity: Option<Arc<dyn ActivityReporter>>,
 }
 
+enum Handled {
+    /// A result (label or refusal) was stored and announced.
+    Done,
+    /// Unreadable message: not deleted, so redelivery moves it to the
+    /// dead-letter queue for an operator.
+    LeftForDeadLetter,
+}
+
 /// After a transient failure (store or queue down) the job is retried by
 /// whichever worker sees it first after this pause.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -103,7 +111,8 @@ impl Worker {
                     break;
                 }
                 match self.handle(message).await {
-                    Ok(()) => completed += 1,
+                    Ok(Handled::Done) => completed += 1,
+                    Ok(Handled::LeftForDeadLetter) => {}
                     Err(e) => {
                         tracing::error!(error = format!("{e:#}"), "job failed; it will be retried");
                         let _ = self
@@ -141,7 +150,7 @@ impl Worker {
 
     /// One job. An error means "try again later"; a bad image is not an
     /// error here but a failed result the client gets to see.
-    async fn handle(&self, message: &ReceivedMessage) -> anyhow::Result<()> {
+    async fn handle(&self, message: &ReceivedMessage) -> anyhow::Result<Handled> {
         let started = Instant::now();
         let picked_at_ms = unix_millis();
         let request: JobRequest = match serde_json::from_str(&message.body) {
@@ -151,7 +160,7 @@ impl Worker {
                 // it to the dead-letter queue for an operator to inspect.
                 tracing::error!(error = %e, receive_count = message.receive_count,
                     "malformed request message left for the dead-letter queue");
-                return Ok(());
+                return Ok(Handled::LeftForDeadLetter);
             }
         };
         let input = self
@@ -199,7 +208,7 @@ impl Worker {
             tracing::warn!(job = %request.job_id, error = %e, "could not delete a finished request");
         }
         tracing::debug!(job = %request.job_id, ms = started.elapsed().as_secs_f64() * 1e3, "job done");
-        Ok(())
+        Ok(Handled::Done)
     }
 
     async fn classify(
