@@ -41,6 +41,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Send concurrent uploads to a running service and report throughput.
     Load(LoadArgs),
+    /// Time the worker's stages, start-up and memory (optionally next to onnxruntime).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,5 +215,33 @@ pub struct ClassifyArgs {
     pub model: ModelArgs,
     /// Image files.
     #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Passes over the images.
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+    /// Fresh processes started to time start-up.
+    #[arg(long, default_value_t = 3)]
+    pub startup_runs: usize,
+    /// Also run worker/bench/ort_bench.py with this Python (which needs
+    /// worker/bench/requirements.txt) and print the ratios.
+    #[arg(long, value_name = "PYTHON")]
+    pub compare_ort: Option<PathBuf>,
+    /// The onnxruntime script (default: worker/bench/ort_bench.py in the tree).
+    #[arg(long, requires = "compare_ort")]
+    pub ort_script: Option<PathBuf>,
+    /// Also time inference on tract's own operators (what the fast kernels
+    /// replace), for a before/after in the same run.
+    #[arg(long)]
+    pub plain_tract: bool,
+    /// Internal: load the model, print a ready line, exit.
+    #[arg(long, hide = true)]
+    pub probe_startup: bool,
+    /// Images (default: tests/samples/*).
     pub files: Vec<PathBuf>,
 }

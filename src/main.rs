@@ -41,5 +41,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => commands::policy::check(&file),
         Command::Simulate(args) => commands::simulate::run(args).map(|()| true),
         Command::Load(args) => commands::load::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: each wires the pieces together at the edge.
 
+pub mod bench;
 pub mod classify;
 pub mod controller;
 pub mod load;

@@ -8,7 +8,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
-use crate::decode::{decode_rgb, DEFAULT_MAX_PIXELS};
+use crate::decode::{decode_rgb_at_least, DEFAULT_MAX_PIXELS};
+use crate::depthwise::op::FastDepthwise;
+use crate::depthwise::use_fast_depthwise;
 use crate::error::{ClassifyError, ModelError};
 use crate::manifest::ModelManifest;
 use crate::preprocess::preprocess;
@@ -55,13 +57,32 @@ impl Classification {
     }
 }
 
+/// Which implementation runs the operators tract is slow at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// Depthwise convolutions on our own kernel (`crate::depthwise`).
+    #[default]
+    Fast,
+    /// Everything on tract's own operators: the reference the fast path is
+    /// tested and benchmarked against.
+    Tract,
+}
+
 impl Classifier {
     /// Loads the manifest, the labels and the ONNX graph, fixes the input
     /// shape to batch 1 and optimises the graph. Expensive: do it once.
     pub fn load(manifest_path: &Path) -> Result<Classifier, ModelError> {
+        Classifier::load_with_kernels(manifest_path, Kernels::default())
+    }
+
+    /// [`Classifier::load`] with a choice of operator implementations.
+    pub fn load_with_kernels(
+        manifest_path: &Path,
+        kernels: Kernels,
+    ) -> Result<Classifier, ModelError> {
         let manifest = ModelManifest::load(manifest_path)?;
         let labels = load_labels(&manifest.labels)?;
-        let plan = load_plan(&manifest)?;
+        let plan = load_plan(&manifest, kernels)?;
         let classifier = Classifier {
             manifest,
             labels,
@@ -89,7 +110,10 @@ impl Classifier {
     /// Classifies one encoded image (any supported format).
     pub fn classify(&self, bytes: &[u8]) -> Result<Classification, ClassifyError> {
         let started = Instant::now();
-        let image = decode_rgb(bytes, self.max_pixels)?;
+        // Only the shorter side's target size matters downstream, so big JPEGs
+        // can be decoded at reduced scale.
+        let image =
+            decode_rgb_at_least(bytes, self.max_pixels, Some(self.manifest.resize_shorter))?;
         let decoded = Instant::now();
         let tensor = preprocess(&image, &self.manifest);
         let preprocessed = Instant::now();
@@ -134,6 +158,16 @@ impl Classifier {
         Ok(view.iter().copied().collect())
     }
 
+    /// How many operators of the plan run on [`crate::depthwise`]'s kernel.
+    pub fn fast_depthwise_nodes(&self) -> usize {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .filter(|node| node.op_is::<FastDepthwise>())
+            .count()
+    }
+
     fn check_output_width(&self) -> Result<(), ModelError> {
         let size = self.manifest.input_size as usize;
         let width = self
@@ -173,7 +207,7 @@ fn load_labels(path: &Path) -> Result<Vec<String>, ModelError> {
     Ok(labels)
 }
 
-fn load_plan(manifest: &ModelManifest) -> Result<Plan, ModelError> {
+fn load_plan(manifest: &ModelManifest, kernels: Kernels) -> Result<Plan, ModelError> {
     let onnx_error = |e: TractError| ModelError::Onnx {
         path: manifest.file.clone(),
         message: format!("{e:#}"),
@@ -198,9 +232,17 @@ fn load_plan(manifest: &ModelManifest) -> Result<Plan, ModelError> {
                 manifest.input_name
             ),
         })?;
-    model
+    let mut typed = model
         .with_input_fact(input_index, f32::fact([1, 3, size, size]).into())
-        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .map_err(onnx_error)?;
+    if kernels == Kernels::Fast {
+        let replaced = use_fast_depthwise(&mut typed).map_err(onnx_error)?;
+        tracing::debug!(replaced, "depthwise convolutions on the fast kernel");
+    }
+    typed
+        .into_optimized()
         .and_then(|m| m.into_runnable())
         .map_err(onnx_error)
 }

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::ClassifyError;
+use crate::jpeg_scaled::decode_scaled;
 
 /// The formats the service accepts; anything else is refused before decoding.
 pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
@@ -42,6 +43,17 @@ pub fn mime_type(format: ImageFormat) -> &'static str {
 /// applied (so phone photos are upright), and only the first frame of an
 /// animation is used.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ClassifyError> {
+    decode_rgb_at_least(bytes, max_pixels, None)
+}
+
+/// Like [`decode_rgb`], but the result only needs a shorter side of
+/// `min_shorter` pixels: large JPEGs are then decoded at a reduced scale
+/// (see [`crate::jpeg_scaled`]), other images at full size.
+pub fn decode_rgb_at_least(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_shorter: Option<u32>,
+) -> Result<RgbImage, ClassifyError> {
     let format = sniff_format(bytes)?;
     let undecodable = |e: image::ImageError| ClassifyError::Undecodable(e.to_string());
 
@@ -60,10 +72,16 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ClassifyErr
             max_pixels,
         });
     }
-    let mut limits = Limits::default();
     // 16-bit RGBA is the widest layout a decoder produces: 8 bytes per pixel,
     // plus the same again for conversions.
-    limits.max_alloc = Some(max_pixels.saturating_mul(16));
+    let max_alloc = max_pixels.saturating_mul(16);
+    if let (ImageFormat::Jpeg, Some(min_shorter)) = (format, min_shorter) {
+        if let Some(rgb) = decode_scaled(bytes, width, height, min_shorter, max_alloc) {
+            return Ok(rgb);
+        }
+    }
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(max_alloc);
     decoder.set_limits(limits).map_err(undecodable)?;
     let orientation = decoder.orientation().ok();
     let mut image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;

@@ -1,12 +1,15 @@
 //! imagefleet's classifier: the model manifest, image decoding,
 //! preprocessing, tract inference and top-k. No I/O beyond loading the model.
 
+pub mod bench;
 pub mod classifier;
 pub mod decode;
+pub mod depthwise;
 pub mod error;
+pub mod jpeg_scaled;
 pub mod manifest;
 pub mod preprocess;
 
-pub use classifier::{Classification, Classifier, Prediction, StageTimings, TOP_K};
+pub use classifier::{Classification, Classifier, Kernels, Prediction, StageTimings, TOP_K};
 pub use error::{ClassifyError, ModelError};
 pub use manifest::ModelManifest;

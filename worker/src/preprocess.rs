@@ -1,7 +1,10 @@
 //! RGB pixels to the model's input tensor, exactly per the model contract:
 //! shorter side to `resize_shorter` (bilinear), center crop, normalise, NCHW.
 
-use image::imageops::{self, FilterType};
+use std::borrow::Cow;
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
 use crate::manifest::ModelManifest;
@@ -9,23 +12,35 @@ use crate::manifest::ModelManifest;
 /// Resizes, crops and normalises `image` into a `[3, size, size]` planar
 /// buffer (the batch dimension of 1 is implicit).
 pub fn preprocess(image: &RgbImage, manifest: &ModelManifest) -> Vec<f32> {
-    let size = manifest.input_size;
+    let size = manifest.input_size as usize;
     let resized = resize_shorter_side(image, manifest.resize_shorter);
     let (width, height) = resized.dimensions();
-    let left = (width - size) / 2;
-    let top = (height - size) / 2;
+    let left = (width as usize - size) / 2;
+    let top = (height as usize - size) / 2;
+    let stride = width as usize * 3;
+    let raw = resized.as_raw();
 
-    let plane = (size * size) as usize;
+    let plane = size * size;
     let mut tensor = vec![0f32; 3 * plane];
-    let inv_std = manifest.std.map(|s| 1.0 / s);
+    let (red, rest) = tensor.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    let scale = manifest.std.map(|s| 1.0 / s);
+    let shift = [0, 1, 2].map(|c| -manifest.mean[c] * scale[c]);
     for y in 0..size {
-        for x in 0..size {
-            let pixel = resized.get_pixel(left + x, top + y).0;
-            let offset = (y * size + x) as usize;
-            for channel in 0..3 {
-                tensor[channel * plane + offset] =
-                    (f32::from(pixel[channel]) - manifest.mean[channel]) * inv_std[channel];
-            }
+        let start = (top + y) * stride + left * 3;
+        let row = &raw[start..start + size * 3];
+        let out = y * size..(y + 1) * size;
+        // One pass per output row, de-interleaving RGB into the three planes
+        // with a multiply-add (the division and subtraction folded in).
+        for (((pixel, r), g), b) in row
+            .chunks_exact(3)
+            .zip(&mut red[out.clone()])
+            .zip(&mut green[out.clone()])
+            .zip(&mut blue[out])
+        {
+            *r = f32::from(pixel[0]) * scale[0] + shift[0];
+            *g = f32::from(pixel[1]) * scale[1] + shift[1];
+            *b = f32::from(pixel[2]) * scale[2] + shift[2];
         }
     }
     tensor
@@ -36,38 +51,58 @@ pub fn preprocess(image: &RgbImage, manifest: &ModelManifest) -> Vec<f32> {
 /// Without this a 1x100000 strip would be scaled to 256x25600000.
 const MAX_ASPECT: u32 = 4;
 
-fn resize_shorter_side(image: &RgbImage, shorter: u32) -> RgbImage {
+/// Bilinear (triangle, antialiased when shrinking, as Pillow and the image
+/// crate do) with fast_image_resize's SIMD kernels, reading the source in
+/// place: no copy for the elongated-image crop, none when no resize is needed.
+fn resize_shorter_side(image: &RgbImage, shorter: u32) -> Cow<'_, RgbImage> {
     let (width, height) = image.dimensions();
     let short = width.min(height);
     let long = width.max(height);
-    let image = if long > short.saturating_mul(MAX_ASPECT) {
+    // The source region that is resized: all of it, or its central part.
+    let (crop_left, crop_top, crop_width, crop_height) = if long > short.saturating_mul(MAX_ASPECT)
+    {
         let keep = short * MAX_ASPECT;
-        let view = if width > height {
-            imageops::crop_imm(image, (width - keep) / 2, 0, keep, height)
+        if width > height {
+            ((width - keep) / 2, 0, keep, height)
         } else {
-            imageops::crop_imm(image, 0, (height - keep) / 2, width, keep)
-        };
-        view.to_image()
+            (0, (height - keep) / 2, width, keep)
+        }
     } else {
-        image.clone()
+        (0, 0, width, height)
     };
-    let (width, height) = image.dimensions();
     // Same rounding as torchvision's Resize(int): the longer side is truncated.
-    let (new_width, new_height) = if width <= height {
+    let (new_width, new_height) = if crop_width <= crop_height {
         (
             shorter,
-            (u64::from(height) * u64::from(shorter) / u64::from(width)) as u32,
+            (u64::from(crop_height) * u64::from(shorter) / u64::from(crop_width)) as u32,
         )
     } else {
         (
-            (u64::from(width) * u64::from(shorter) / u64::from(height)) as u32,
+            (u64::from(crop_width) * u64::from(shorter) / u64::from(crop_height)) as u32,
             shorter,
         )
     };
     if (new_width, new_height) == (width, height) {
-        return image;
+        return Cow::Borrowed(image);
     }
-    imageops::resize(&image, new_width, new_height, FilterType::Triangle)
+    let source = ImageRef::new(width, height, image.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage's buffer is width * height * 3 bytes");
+    let mut target = Image::new(new_width, new_height, PixelType::U8x3);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(
+            f64::from(crop_left),
+            f64::from(crop_top),
+            f64::from(crop_width),
+            f64::from(crop_height),
+        );
+    Resizer::new()
+        .resize(&source, &mut target, &options)
+        .expect("same pixel type on both sides and a crop inside the source");
+    Cow::Owned(
+        RgbImage::from_raw(new_width, new_height, target.into_vec())
+            .expect("the target buffer is new_width * new_height * 3 bytes"),
+    )
 }
 
 #[cfg(test)]

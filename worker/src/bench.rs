@@ -1,0 +1,128 @@
+//! Stage timings over many runs, summarised as median and p90, plus the
+//! process's memory. Shared by `imagefleet bench` and `cargo bench` so both
+//! report the same figures the same way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::{Classifier, StageTimings};
+use crate::error::ClassifyError;
+
+/// Median and 90th percentile of a set of timings, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+}
+
+impl Summary {
+    /// `None` for an empty set. Nearest-rank percentiles (no interpolation),
+    /// the same rule as worker/bench/ort_bench.py so the two compare.
+    pub fn of(samples: &[f64]) -> Option<Summary> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median_ms = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        let p90_ms = sorted[((n as f64 * 0.9) as usize).min(n - 1)];
+        Some(Summary { median_ms, p90_ms })
+    }
+}
+
+/// Per-image figures for each stage of `Classifier::classify`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageSummary {
+    pub decode: Summary,
+    pub preprocess: Summary,
+    pub inference: Summary,
+    /// decode + preprocess + inference of the same image.
+    pub total: Summary,
+    /// How many classifications the figures summarise.
+    pub runs: usize,
+}
+
+/// Classifies every image `iterations` times (images interleaved, so caches
+/// see a realistic mix) on the calling thread and summarises the timings the
+/// classifier itself reports.
+pub fn measure_stages(
+    classifier: &Classifier,
+    images: &[Vec<u8>],
+    iterations: usize,
+) -> Result<Option<StageSummary>, ClassifyError> {
+    let mut timings: Vec<StageTimings> = Vec::with_capacity(images.len() * iterations);
+    for _ in 0..iterations {
+        for image in images {
+            timings.push(classifier.classify(image)?.timings);
+        }
+    }
+    let stage = |f: fn(&StageTimings) -> f64| -> Vec<f64> { timings.iter().map(f).collect() };
+    let summary = (|| {
+        Some(StageSummary {
+            decode: Summary::of(&stage(|t| t.decode_ms))?,
+            preprocess: Summary::of(&stage(|t| t.preprocess_ms))?,
+            inference: Summary::of(&stage(|t| t.inference_ms))?,
+            total: Summary::of(&stage(|t| t.decode_ms + t.preprocess_ms + t.inference_ms))?,
+            runs: timings.len(),
+        })
+    })();
+    Ok(summary)
+}
+
+/// Peak and current resident memory of this process, in MiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Memory {
+    pub peak_mib: f64,
+    pub resident_mib: f64,
+}
+
+/// Reads VmHWM and VmRSS from /proc/self/status; `None` where there is no
+/// procfs (not Linux).
+pub fn memory() -> Option<Memory> {
+    parse_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn parse_status(status: &str) -> Option<Memory> {
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line[name.len()..]
+            .trim_start_matches(':')
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    };
+    Some(Memory {
+        peak_mib: field("VmHWM")?,
+        resident_mib: field("VmRSS")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_uses_nearest_rank() {
+        let samples: Vec<f64> = (1..=10).map(f64::from).rev().collect();
+        let s = Summary::of(&samples).unwrap();
+        assert_eq!(s.median_ms, 5.5);
+        assert_eq!(s.p90_ms, 10.0);
+        let odd = Summary::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((odd.median_ms, odd.p90_ms), (2.0, 3.0));
+        assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn parses_proc_status() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   20480 kB\n";
+        let m = parse_status(status).unwrap();
+        assert_eq!((m.peak_mib, m.resident_mib), (40.0, 20.0));
+        assert!(parse_status("Name:\tx\n").is_none());
+    }
+}

@@ -1,0 +1,94 @@
+//! [`FastDepthwise`]: a tract operator running [`super::kernel::depthwise`]
+//! with its filter and bias baked in (they are constants in every model we
+//! patch), and optionally a fused clamp (ReLU6).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::kernel::{depthwise, Geometry};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastDepthwise {
+    pub geometry: Geometry,
+    /// `[channels, kernel, kernel]`, f32.
+    pub weights: Arc<Tensor>,
+    /// `[channels]`, f32.
+    pub bias: Arc<Tensor>,
+    /// Lower and upper bound applied to the output, as bit patterns so the
+    /// op stays `Eq` (tract compares ops to deduplicate nodes).
+    pub clamp: Option<(u32, u32)>,
+    /// `[1, channels, out_h, out_w]` or `[channels, out_h, out_w]`.
+    pub output_shape: TVec<usize>,
+}
+
+impl FastDepthwise {
+    pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
+        self.clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
+    }
+}
+
+impl Op for FastDepthwise {
+    fn name(&self) -> StaticName {
+        "FastDepthwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} clamp {:?}",
+            self.geometry,
+            self.clamp_bounds()
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastDepthwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let input_view = input.try_as_plain_ram()?;
+        let data = input_view.as_slice::<f32>()?;
+        let weights_view = self.weights.try_as_plain_ram()?;
+        let bias_view = self.bias.try_as_plain_ram()?;
+        let mut output = vec![0f32; self.geometry.output_len()];
+        depthwise(
+            &self.geometry,
+            data,
+            weights_view.as_slice::<f32>()?,
+            bias_view.as_slice::<f32>()?,
+            self.clamp_bounds(),
+            &mut output,
+        );
+        let output: Tensor = ArrayD::from_shape_vec(IxDyn(&self.output_shape), output)?.into();
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastDepthwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "FastDepthwise takes one input");
+        ensure!(
+            inputs[0].datum_type == f32::datum_type(),
+            "FastDepthwise is f32 only"
+        );
+        Ok(tvec!(f32::fact(&*self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geometry;
+        let fma = g.output_len() * g.kernel * g.kernel;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fma.into())))
+    }
+
+    as_op!();
+}

@@ -1,0 +1,214 @@
+//! Rewrites a decluttered tract model so its depthwise convolutions run on
+//! [`FastDepthwise`]; everything else is left to tract.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::kernel::Geometry;
+use super::op::FastDepthwise;
+
+/// Replaces every depthwise `Conv` the fast kernel supports (f32, NCHW or CHW,
+/// batch 1, square 3x3 or 5x5 filter, stride 1 or 2, no dilation, constant
+/// filter and bias). Returns how many nodes were replaced. Call it on a
+/// decluttered model, before `into_optimized`, which would otherwise turn
+/// the convolutions into tract's own DepthWise ops.
+pub fn use_fast_depthwise(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    // Applying a patch may renumber nodes, so look again from scratch after
+    // each one; replaced nodes are no longer `Conv`, so this ends.
+    while replace_first(model)? {
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// Replaces the first supported depthwise `Conv` in evaluation order;
+/// false when there is none left.
+fn replace_first(model: &mut TypedModel) -> TractResult<bool> {
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some(mut op) = fast_op_for(model, node, conv)? else {
+            continue;
+        };
+        // The ReLU6 that follows every depthwise convolution in MobileNet-style
+        // models is applied while the values are still in registers.
+        let mut last = id;
+        let mut fused = tvec!(id);
+        if let Some((lo, hi, max_id, min_id)) = clamp_after(model, id, &op.output_shape)? {
+            op.clamp = Some((lo.to_bits(), hi.to_bits()));
+            last = min_id;
+            fused.extend([max_id, min_id]);
+        }
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+        for id in fused {
+            patch.obliterate(id)?;
+        }
+        patch.apply(model)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn fast_op_for(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<FastDepthwise>> {
+    let spec = &conv.pool_spec;
+    let channels = spec.input_channels;
+    let plain_depthwise = conv.q_params.is_none()
+        && conv.group > 1
+        && conv.group == channels
+        && spec.output_channels == channels
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && spec.dilations().iter().all(|d| *d == 1)
+        && node.inputs.len() == 3;
+    if !plain_depthwise {
+        return Ok(None);
+    }
+    let input_fact = model.outlet_fact(node.inputs[0])?;
+    let output_fact = &node.outputs[0].fact;
+    let (Some(input_shape), Some(output_shape)) = (
+        input_fact.shape.as_concrete(),
+        output_fact.shape.as_concrete(),
+    ) else {
+        return Ok(None);
+    };
+    // NCHW with a batch of 1, or CHW once tract has dropped that axis.
+    let batch_of_one = |shape: &[usize]| match shape.len() {
+        4 => shape[0] == 1,
+        3 => true,
+        _ => false,
+    };
+    if input_fact.datum_type != f32::datum_type()
+        || !batch_of_one(input_shape)
+        || !batch_of_one(output_shape)
+    {
+        return Ok(None);
+    }
+    let rank = input_shape.len();
+    let kernel = spec.kernel_shape.as_slice();
+    let strides = spec.strides();
+    if kernel.len() != 2 || kernel[0] != kernel[1] || strides.len() != 2 || strides[0] != strides[1]
+    {
+        return Ok(None);
+    }
+    let (in_h, in_w) = (input_shape[rank - 2], input_shape[rank - 1]);
+    let padding = spec.computed_padding(&[in_h, in_w]);
+    let geometry = Geometry {
+        channels,
+        kernel: kernel[0],
+        stride: strides[0],
+        in_h,
+        in_w,
+        pad_top: padding[0].pad_before,
+        pad_left: padding[1].pad_before,
+        out_h: padding[0].convoluted,
+        out_w: padding[1].convoluted,
+    };
+    if !geometry.is_supported()
+        || output_shape[output_shape.len() - 3..] != [channels, geometry.out_h, geometry.out_w]
+    {
+        return Ok(None);
+    }
+    let (Some(weights), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    let k = geometry.kernel;
+    if weights.len() != channels * k * k || !(bias.len() == channels || bias.len() == 1) {
+        return Ok(None);
+    }
+    // OIHW with one input channel per group is already [channels, k, k].
+    let weights = weights
+        .cast_to::<f32>()?
+        .into_owned()
+        .into_shape(&[channels, k, k])?;
+    let bias: Vec<f32> = {
+        let bias = bias.cast_to::<f32>()?;
+        let values = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        // A scalar bias applies to every channel.
+        if values.len() == 1 {
+            vec![values[0]; channels]
+        } else {
+            values
+        }
+    };
+    let bias = Tensor::from_shape(&[channels], &bias)?;
+    Ok(Some(FastDepthwise {
+        geometry,
+        weights: Arc::new(weights),
+        bias: Arc::new(bias),
+        clamp: None,
+        output_shape: output_shape.into(),
+    }))
+}
+
+/// tract-onnx wires `Clip(x, lo, hi)` as `Min(Max(x, lo), hi)` with constant
+/// bounds. Returns (lo, hi, Max node, Min node) when exactly that follows
+/// node `id` and nothing else reads the intermediate values.
+fn clamp_after(
+    model: &TypedModel,
+    id: usize,
+    shape: &[usize],
+) -> TractResult<Option<(f32, f32, usize, usize)>> {
+    let Some(max) = model.single_succ(id)? else {
+        return Ok(None);
+    };
+    let Some(lo) = constant_bound(model, max, "Max", OutletId::new(id, 0), shape)? else {
+        return Ok(None);
+    };
+    let Some(min) = model.single_succ(max.id)? else {
+        return Ok(None);
+    };
+    let Some(hi) = constant_bound(model, min, "Min", OutletId::new(max.id, 0), shape)? else {
+        return Ok(None);
+    };
+    Ok((lo <= hi).then_some((lo, hi, max.id, min.id)))
+}
+
+/// The uniform constant `node` (a binary `op`) combines `data` with, if the
+/// result keeps `data`'s shape.
+fn constant_bound(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &str,
+    data: OutletId,
+    shape: &[usize],
+) -> TractResult<Option<f32>> {
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if bin.0.name() != op || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let other = match (node.inputs[0] == data, node.inputs[1] == data) {
+        (true, false) => node.inputs[1],
+        (false, true) => node.inputs[0],
+        _ => return Ok(None),
+    };
+    if node.outputs[0].fact.shape.as_concrete() != Some(shape) {
+        return Ok(None);
+    }
+    let Some(bound) = model.outlet_fact(other)?.konst.clone() else {
+        return Ok(None);
+    };
+    let Some(uniform) = bound.as_uniform() else {
+        return Ok(None);
+    };
+    let value = uniform.cast_to_scalar::<f32>()?;
+    Ok((!value.is_nan()).then_some(value))
+}

@@ -1,0 +1,62 @@
+//! Big JPEGs decoded at 1/2, 1/4 or 1/8 scale straight from the DCT
+//! coefficients (the trick Pillow's `draft` and libjpeg use): a 12-megapixel
+//! photo bound for a 256-pixel input never exists at full size, which saves
+//! most of the IDCT, colour conversion, memory and resize work.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, RgbImage};
+use jpeg_decoder::{Decoder, PixelFormat};
+
+/// Decodes `bytes` (a JPEG of `width` x `height`) so that its shorter side
+/// stays at least `min_shorter`, with EXIF orientation applied. `None` when
+/// no reduction is possible or the file is something this path leaves to the
+/// general decoder (CMYK, 16-bit, or anything jpeg-decoder rejects), so the
+/// caller falls back and reports errors the usual way.
+pub fn decode_scaled(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    min_shorter: u32,
+    max_alloc: u64,
+) -> Option<RgbImage> {
+    // Under 2x the target nothing can be skipped; the general decoder is
+    // faster at full scale.
+    if width.min(height) < min_shorter.saturating_mul(2) {
+        return None;
+    }
+    let mut decoder = Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
+        return None;
+    }
+    // jpeg-decoder picks the smallest scale reaching the request on *either*
+    // axis, so only the shorter axis is constrained.
+    let target = u16::try_from(min_shorter).ok()?;
+    let (request_w, request_h) = if width <= height {
+        (target, u16::MAX)
+    } else {
+        (u16::MAX, target)
+    };
+    let (out_w, out_h) = decoder.scale(request_w, request_h).ok()?;
+    let pixels = decoder.decode().ok()?;
+    let (out_w, out_h) = (u32::from(out_w), u32::from(out_h));
+    if out_w.min(out_h) < min_shorter {
+        return None;
+    }
+    let image = match info.pixel_format {
+        PixelFormat::RGB24 => DynamicImage::ImageRgb8(RgbImage::from_raw(out_w, out_h, pixels)?),
+        _ => DynamicImage::ImageLuma8(GrayImage::from_raw(out_w, out_h, pixels)?),
+    };
+    let mut image = image;
+    if let Some(orientation) = decoder.exif_data().and_then(Orientation::from_exif_chunk) {
+        image.apply_orientation(orientation);
+    }
+    Some(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.into_rgb8(),
+    })
+}

@@ -1,0 +1,50 @@
+//! The fast depthwise kernel changes speed, not answers: on every sample
+//! photo its logits stay within 1e-4 (relative to the largest logit) of
+//! tract's own operators.
+
+use std::path::{Path, PathBuf};
+
+use imagefleet_worker::decode::decode_rgb;
+use imagefleet_worker::preprocess::preprocess;
+use imagefleet_worker::{Classifier, Kernels};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn fast_kernels_match_plain_tract_on_every_sample() {
+    let manifest = repo_root().join("models/model.toml");
+    let fast = Classifier::load_with_kernels(&manifest, Kernels::Fast).unwrap();
+    let plain = Classifier::load_with_kernels(&manifest, Kernels::Tract).unwrap();
+    // EfficientNet-Lite0 has 16 depthwise convolutions, each followed by ReLU6.
+    assert_eq!(fast.fast_depthwise_nodes(), 16);
+    assert_eq!(plain.fast_depthwise_nodes(), 0);
+
+    let samples = repo_root().join("tests/samples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&samples).unwrap() {
+        let path = entry.unwrap().path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("jpg" | "png")
+        ) {
+            continue;
+        }
+        let image = decode_rgb(&std::fs::read(&path).unwrap(), u64::MAX).unwrap();
+        let tensor = preprocess(&image, fast.manifest());
+        let got = fast.logits(tensor.clone()).unwrap();
+        let want = plain.logits(tensor).unwrap();
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * scale,
+                "{}: logit {i} is {g}, plain tract {w} (scale {scale})",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
