@@ -32,5 +32,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Web(args) => runtime.block_on(commands::web::run(args)).map(|()| true),
         Command::Worker(args) => runtime.block_on(commands::worker::run(args)).map(|()| true),
         Command::Classify(args) => commands::classify::run(args),
+        Command::Aws(command) => runtime.block_on(commands::aws::run(command)),
     }
 }

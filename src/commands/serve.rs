@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::cli::ServeArgs;
 use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
 use crate::paths::absolute;
-use crate::services::{LocalLayout, Services};
+use crate::services::LocalLayout;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
 
@@ -16,7 +16,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.web.data.data_dir);
-    let services = Services::local(&data_dir)?;
+    let services = args.web.backend.services(&data_dir).await?;
     let layout = LocalLayout::new(&data_dir);
     let fleet = LocalFleet::open(&layout.fleet_file(), worker_command(&data_dir, &args)?)?;
     let listener = args.web.bind().await?;
@@ -51,6 +51,9 @@ fn worker_command(data_dir: &std::path::Path, args: &ServeArgs) -> anyhow::Resul
             data_dir.into(),
             "--model".into(),
             absolute(&args.model.manifest_path()).into(),
-        ],
+        ]
+        .into_iter()
+        .chain(args.web.backend.to_args())
+        .collect(),
     })
 }
