@@ -186,7 +186,9 @@ impl Fleet for Ec2Fleet {
             .run_instances()
             .image_id(image_id)
             .instance_type(InstanceType::from(spec.instance_type.as_str()))
-            .min_count(1)
+            // All or nothing: a partial launch would leave the controller
+            // guessing, and the next reconcile asks again anyway.
+            .min_count(count as i32)
             .max_count(count as i32)
             .client_token(&token)
             .user_data(&spec.user_data_base64)
