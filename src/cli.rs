@@ -43,6 +43,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Time the worker's stages, start-up and memory (optionally next to onnxruntime).
     Bench(BenchArgs),
+    /// AWS resources of a fleet: setup, status, teardown.
+    #[command(subcommand)]
+    Aws(AwsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +106,9 @@ pub struct ControllerArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub controller: ControllerOptions,
+    /// `--backend aws` sizes the fleet's EC2 instances from its SQS queue.
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +159,64 @@ pub struct SimulateArgs {
     pub chart: PathBuf,
 }
 
+/// Where queues, buckets and instances live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// SQLite queue and directory buckets under the data dir.
+    #[default]
+    Local,
+    /// SQS, S3 and EC2 (credentials and region from the standard AWS chain).
+    Aws,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct BackendArgs {
+    #[arg(long, env = "IMAGEFLEET_BACKEND", value_enum, default_value_t = Backend::Local)]
+    pub backend: Backend,
+    #[command(flatten)]
+    pub aws: AwsTarget,
+}
+
+/// Which AWS fleet, and where its configuration file is (optional).
+#[derive(Debug, Args, Clone, Default)]
+pub struct AwsTarget {
+    /// The fleet's name; every AWS resource name derives from it.
+    #[arg(long, env = "IMAGEFLEET_FLEET")]
+    pub fleet: Option<String>,
+    /// AWS config file (TOML, as `imagefleet aws setup` prints it).
+    #[arg(long, env = "IMAGEFLEET_AWS_CONFIG")]
+    pub aws_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Create the buckets, queues and dead-letter queue (idempotent) and
+    /// print the resulting configuration.
+    Setup(AwsTarget),
+    /// Show the resources with queue depths, and the fleet's instances.
+    Status(AwsStatusArgs),
+    /// Terminate the fleet's instances, delete its queues and buckets.
+    Teardown(AwsTeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AwsStatusArgs {
+    #[command(flatten)]
+    pub target: AwsTarget,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AwsTeardownArgs {
+    #[command(flatten)]
+    pub target: AwsTarget,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
     /// Where the local queue and buckets live.
@@ -173,6 +237,8 @@ pub struct WebArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Largest accepted upload, in MiB.
     #[arg(long, default_value_t = 20)]
     pub max_upload_mib: usize,
@@ -199,6 +265,8 @@ pub struct ServeArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Set by the local fleet: the id this worker reports its state under.

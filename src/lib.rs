@@ -1,6 +1,7 @@
 //! imagefleet: an autoscaling image-recognition service. The web tier
 //! queues jobs, workers classify them, a controller sizes the fleet.
 
+pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod controller;

@@ -42,5 +42,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Simulate(args) => commands::simulate::run(args).map(|()| true),
         Command::Load(args) => commands::load::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Aws(command) => runtime.block_on(commands::aws::run(command)),
     }
 }

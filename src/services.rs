@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::queue::{Queue, SqliteQueueFile};
-use crate::store::{DirStore, ObjectStore};
+use crate::aws::{AwsClients, AwsConfig};
+use crate::queue::{Queue, SqliteQueueFile, SqsQueue};
+use crate::store::{DirStore, ObjectStore, S3Store};
 
 /// After this many receives without a delete, a request is dead-lettered.
 pub const MAX_RECEIVES: u32 = 5;
@@ -68,6 +69,35 @@ impl Services {
             dead_letters: Arc::new(file.open("requests-dlq", None)?),
             inputs: Arc::new(open_store(layout.input_bucket())?),
             outputs: Arc::new(open_store(layout.output_bucket())?),
+        })
+    }
+}
+
+impl Services {
+    /// The AWS backend: SQS queues and S3 buckets that `imagefleet aws
+    /// setup` created; fails early, naming what is missing.
+    pub async fn aws(clients: &AwsClients, config: &AwsConfig) -> anyhow::Result<Services> {
+        let queue = |name: &str| {
+            let name = name.to_owned();
+            async move {
+                anyhow::Ok(
+                    Arc::new(SqsQueue::open(clients.sqs.clone(), &name).await?) as Arc<dyn Queue>
+                )
+            }
+        };
+        let bucket = |name: &str| {
+            let name = name.to_owned();
+            async move {
+                anyhow::Ok(Arc::new(S3Store::open(clients.s3.clone(), &name).await?)
+                    as Arc<dyn ObjectStore>)
+            }
+        };
+        Ok(Services {
+            requests: queue(&config.requests_queue).await?,
+            results: queue(&config.results_queue).await?,
+            dead_letters: queue(&config.dead_letter_queue).await?,
+            inputs: bucket(&config.input_bucket).await?,
+            outputs: bucket(&config.output_bucket).await?,
         })
     }
 }

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{ControllerArgs, ControllerOptions, LimitArgs, ModelArgs, PolicyArgs};
+use crate::cli::{Backend, ControllerArgs, ControllerOptions, LimitArgs, ModelArgs, PolicyArgs};
 use crate::controller::{Controller, ControllerSettings, Limits};
-use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
+use crate::fleet::{Ec2Fleet, Fleet, LocalFleet, WorkerCommand};
 use crate::paths::{absolute, default_policy};
 use crate::policy::PolicySource;
 use crate::queue::Queue;
-use crate::services::{LocalLayout, Services};
+use crate::services::LocalLayout;
 use crate::shutdown::{on_signals, Shutdown};
 
 /// How long workers get to finish their jobs when the service stops.
@@ -58,16 +58,23 @@ impl ControllerOptions {
 
 /// The local fleet: `imagefleet worker` processes of this same executable on
 /// this data dir. Adopts workers left by an earlier run.
-pub fn local_fleet(data_dir: &Path, model: &ModelArgs) -> anyhow::Result<Arc<LocalFleet>> {
+/// `backend_args` tell the workers which queues and buckets to use.
+pub fn local_fleet(
+    data_dir: &Path,
+    model: &ModelArgs,
+    backend_args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<Arc<LocalFleet>> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "worker".into(),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--model".into(),
+        absolute(&model.manifest_path()).into(),
+    ];
+    args.extend(backend_args);
     let command = WorkerCommand {
         program: std::env::current_exe()?,
-        args: vec![
-            "worker".into(),
-            "--data-dir".into(),
-            data_dir.into(),
-            "--model".into(),
-            absolute(&model.manifest_path()).into(),
-        ],
+        args,
     };
     let layout = LocalLayout::new(data_dir);
     Ok(Arc::new(LocalFleet::open(&layout.fleet_file(), command)?))
@@ -77,12 +84,24 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.data.data_dir);
-    let services = Services::local(&data_dir)?;
-    let fleet = local_fleet(&data_dir, &args.model)?;
-    let controller = args.controller.build(services.requests, fleet.clone())?;
-    controller.run(shutdown).await;
-    if !args.controller.dry_run {
-        fleet.shutdown(STOP_GRACE).await;
+    let services = args.backend.services(&data_dir).await?;
+    match args.backend.backend {
+        Backend::Local => {
+            let fleet = local_fleet(&data_dir, &args.model, Vec::new())?;
+            let controller = args.controller.build(services.requests, fleet.clone())?;
+            controller.run(shutdown).await;
+            if !args.controller.dry_run {
+                fleet.shutdown(STOP_GRACE).await;
+            }
+        }
+        Backend::Aws => {
+            // EC2 instances outlive the controller: a restarted controller
+            // finds them by their fleet tag, so nothing is stopped on exit.
+            let config = args.backend.aws.load()?;
+            let fleet = Arc::new(Ec2Fleet::connect(&config).await);
+            let controller = args.controller.build(services.requests, fleet)?;
+            controller.run(shutdown).await;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! One module per subcommand: each wires the pieces together at the edge.
 
+pub mod aws;
+mod backend;
 pub mod bench;
 pub mod classify;
 pub mod controller;

@@ -5,7 +5,6 @@ use crate::cli::ServeArgs;
 use crate::commands::controller::{local_fleet, STOP_GRACE};
 use crate::fleet::Fleet;
 use crate::paths::absolute;
-use crate::services::Services;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
 
@@ -13,8 +12,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.web.data.data_dir);
-    let services = Services::local(&data_dir)?;
-    let fleet = local_fleet(&data_dir, &args.model)?;
+    let services = args.web.backend.services(&data_dir).await?;
+    let fleet = local_fleet(&data_dir, &args.model, args.web.backend.to_args())?;
     let mut state = WebState::new(services.clone(), args.web.settings());
 
     let controller = match args.workers {

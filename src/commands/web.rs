@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::WebArgs;
-use crate::services::Services;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebSettings, WebState};
 
@@ -29,7 +28,7 @@ impl WebArgs {
 pub async fn run(args: WebArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
-    let services = Services::local(&args.data.data_dir)?;
+    let services = args.backend.services(&args.data.data_dir).await?;
     let listener = args.bind().await?;
     web::serve(listener, WebState::new(services, args.settings()), shutdown).await
 }

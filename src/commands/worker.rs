@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::cli::WorkerArgs;
+use crate::cli::{Backend, WorkerArgs};
 use crate::fleet::RegistryActivity;
-use crate::services::{LocalLayout, Services};
+use crate::services::LocalLayout;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::worker_loop::{Worker, WorkerSettings};
 
@@ -12,7 +12,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let classifier = args.model.load()?;
-    let services = Services::local(&args.data.data_dir)?;
+    let services = args.backend.services(&args.data.data_dir).await?;
     let worker_id = args
         .instance_id
         .clone()
@@ -20,7 +20,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut settings = WorkerSettings::new(worker_id.clone());
     settings.batch = usize::from(args.batch);
     let mut worker = Worker::new(services, classifier, settings);
-    if let Some(id) = args.instance_id {
+    if let (Some(id), Backend::Local) = (args.instance_id, args.backend.backend) {
         // Started by the local fleet: tell it we are ready, and when busy.
         let layout = LocalLayout::new(&args.data.data_dir);
         let activity = RegistryActivity::new(layout.fleet_file(), id)?;

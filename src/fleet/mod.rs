@@ -1,12 +1,14 @@
 //! The `Fleet` seam: the instances that run workers. Locally they are child
 //! processes; on AWS, tagged EC2 instances.
 
+mod ec2;
 mod local;
 mod registry;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use ec2::{Ec2Fleet, FLEET_TAG};
 pub use local::{LocalFleet, WorkerCommand};
 pub use registry::{InstanceRegistry, RegistryActivity};
 

@@ -4,12 +4,14 @@
 //! the dead-letter queue.
 
 mod sqlite;
+mod sqs;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use sqlite::{SqliteQueue, SqliteQueueFile};
+pub use sqs::SqsQueue;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {

@@ -2,11 +2,13 @@
 //! keys the service generates (never a client's file name).
 
 mod dir;
+mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use dir::DirStore;
+pub use s3::S3Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,282 @@
+//! The `Queue` seam on Amazon SQS. Standard queues by default; on a FIFO
+//! queue every job gets its own message group (so workers still take jobs in
+//! parallel) and the job id is the deduplication id.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use aws_sdk_sqs::Client;
+
+use super::{Queue, QueueDepth, QueueError, ReceivedMessage, MAX_RECEIVE_BATCH};
+use crate::aws::clients::describe;
+
+/// SQS's limits on long polling and on the visibility timeout.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    name: String,
+    url: String,
+    fifo: bool,
+}
+
+impl SqsQueue {
+    /// An existing queue, by name (`imagefleet aws setup` creates them).
+    pub async fn open(client: Client, name: &str) -> Result<SqsQueue, QueueError> {
+        let url = client
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable {
+                queue: name.to_owned(),
+                message: format!(
+                    "cannot find the queue (did `imagefleet aws setup` run?): {}",
+                    describe(&e)
+                ),
+            })?
+            .queue_url
+            .ok_or_else(|| QueueError::Unavailable {
+                queue: name.to_owned(),
+                message: "GetQueueUrl returned no URL".into(),
+            })?;
+        Ok(SqsQueue {
+            client,
+            name: name.to_owned(),
+            fifo: name.ends_with(".fifo"),
+            url,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn unavailable<E: std::error::Error>(&self, action: &str, e: E) -> QueueError {
+        QueueError::Unavailable {
+            queue: self.name.clone(),
+            message: format!("{action}: {}", describe(&e)),
+        }
+    }
+
+    /// A receipt SQS no longer honours (the message was redelivered,
+    /// deleted, or its visibility ran out) is a stale receipt, not an outage.
+    fn receipt_error<E>(&self, action: &str, e: aws_sdk_sqs::error::SdkError<E>) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
+        if code.contains("ReceiptHandleIsInvalid")
+            || code.contains("MessageNotInflight")
+            || code.contains("InvalidParameterValue")
+        {
+            QueueError::StaleReceipt {
+                queue: self.name.clone(),
+            }
+        } else {
+            self.unavailable(action, e)
+        }
+    }
+
+    /// Deletes up to ten received messages in one call. The trait's
+    /// `delete` handles one; this saves round trips for batch consumers.
+    pub async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        for chunk in receipts.chunks(MAX_RECEIVE_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                        .expect("id and receipt are set")
+                })
+                .collect();
+            let output = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| self.unavailable("DeleteMessageBatch", e))?;
+            if let Some(failed) = output.failed.first() {
+                return Err(QueueError::Invalid {
+                    queue: self.name.clone(),
+                    message: format!(
+                        "{} of {} deletes failed, first: {} {}",
+                        output.failed.len(),
+                        chunk.len(),
+                        failed.code,
+                        failed.message.as_deref().unwrap_or("")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The job id in a request or result body; FIFO queues need it.
+fn job_id_of(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let id = value.get("job_id").or_else(|| value.get("id"))?;
+    id.as_str().map(str::to_owned)
+}
+
+fn clamp_secs(duration: Duration, max: Duration) -> i32 {
+    duration.min(max).as_secs() as i32
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, body: &str) -> Result<(), QueueError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        if self.fifo {
+            let id = job_id_of(body).ok_or_else(|| QueueError::Invalid {
+                queue: self.name.clone(),
+                message: "a FIFO queue needs a JSON body with a job_id".into(),
+            })?;
+            request = request.message_group_id(&id).message_deduplication_id(&id);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| self.unavailable("SendMessage", e))?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        if !(1..=MAX_RECEIVE_BATCH).contains(&max) {
+            return Err(QueueError::Invalid {
+                queue: self.name.clone(),
+                message: format!("receive max {max} is not in 1..={MAX_RECEIVE_BATCH}"),
+            });
+        }
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max as i32)
+            .wait_time_seconds(clamp_secs(wait, MAX_WAIT))
+            .visibility_timeout(clamp_secs(visibility, MAX_VISIBILITY))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("ReceiveMessage", e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let receive_count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                Some(ReceivedMessage {
+                    body: m.body?,
+                    receipt: m.receipt_handle?,
+                    receive_count,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| self.receipt_error("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn extend_visibility(
+        &self,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(clamp_secs(visibility, MAX_VISIBILITY))
+            .send()
+            .await
+            .map_err(|e| self.receipt_error("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("GetQueueAttributes", e))?;
+        let attributes = output.attributes.unwrap_or_default();
+        let count = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueDepth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_ids_come_from_the_body() {
+        assert_eq!(
+            job_id_of(r#"{"job_id":"abc","input_key":"abc"}"#).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            job_id_of(r#"{"id":"r1","label":"x"}"#).as_deref(),
+            Some("r1")
+        );
+        assert_eq!(job_id_of("not json"), None);
+        assert_eq!(job_id_of(r#"{"job_id":7}"#), None);
+    }
+
+    #[test]
+    fn durations_are_clamped_to_sqs_limits() {
+        assert_eq!(clamp_secs(Duration::from_secs(60), MAX_WAIT), 20);
+        assert_eq!(clamp_secs(Duration::from_millis(500), MAX_WAIT), 0);
+        assert_eq!(clamp_secs(Duration::from_secs(30), MAX_VISIBILITY), 30);
+    }
+}

@@ -1,0 +1,208 @@
+//! `imagefleet aws setup|status|teardown` against moto: idempotent setup,
+//! the redrive policy, and a teardown that leaves nothing behind.
+
+mod aws_common;
+
+use std::process::{Command, Stdio};
+
+use aws_common::{clients, config, unique_fleet};
+use aws_sdk_sqs::types::QueueAttributeName;
+use imagefleet::aws::resources::{self, Outcome};
+use imagefleet::aws::{AwsClients, AwsConfig};
+
+async fn queues_of(clients: &AwsClients, fleet: &str) -> Vec<String> {
+    let mut urls: Vec<String> = clients
+        .sqs
+        .list_queues()
+        .queue_name_prefix(format!("imagefleet-{fleet}-"))
+        .send()
+        .await
+        .unwrap()
+        .queue_urls()
+        .to_vec();
+    urls.sort();
+    urls
+}
+
+async fn buckets_of(clients: &AwsClients, fleet: &str) -> Vec<String> {
+    let mut names: Vec<String> = clients
+        .s3
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .filter(|name| name.starts_with(&format!("imagefleet-{fleet}-")))
+        .collect();
+    names.sort();
+    names
+}
+
+async fn redrive_policy(clients: &AwsClients, config: &AwsConfig) -> serde_json::Value {
+    let url = clients
+        .sqs
+        .get_queue_url()
+        .queue_name(&config.requests_queue)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap()
+}
+
+#[tokio::test]
+async fn setup_twice_leaves_one_of_each_resource() {
+    let fleet = unique_fleet("setup");
+    let config = config(&fleet);
+    let clients = clients(&config).await;
+
+    let first = resources::setup(&clients, &config).await.unwrap();
+    assert_eq!(first.len(), 5, "{first:?}");
+    assert!(
+        first.iter().all(|s| s.outcome == Outcome::Created),
+        "{first:?}"
+    );
+    let second = resources::setup(&clients, &config).await.unwrap();
+    assert_eq!(second.len(), 5);
+    assert!(
+        second.iter().all(|s| s.outcome == Outcome::Existed),
+        "{second:?}"
+    );
+
+    let queues = queues_of(&clients, &fleet).await;
+    assert_eq!(queues.len(), 3, "{queues:?}");
+    for name in [
+        &config.requests_queue,
+        &config.results_queue,
+        &config.dead_letter_queue,
+    ] {
+        assert_eq!(
+            queues
+                .iter()
+                .filter(|u| u.ends_with(&format!("/{name}")))
+                .count(),
+            1,
+            "{name} in {queues:?}"
+        );
+    }
+    assert_eq!(
+        buckets_of(&clients, &fleet).await,
+        [config.input_bucket.clone(), config.output_bucket.clone()]
+    );
+
+    let policy = redrive_policy(&clients, &config).await;
+    assert!(
+        policy["deadLetterTargetArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", config.dead_letter_queue)),
+        "{policy}"
+    );
+    assert_eq!(
+        policy["maxReceiveCount"].to_string().trim_matches('"'),
+        config.max_receives.to_string()
+    );
+
+    let status = resources::status(&clients, &config).await.unwrap();
+    assert!(status.complete(), "{status:?}");
+    assert!(status.instances.is_empty());
+
+    let removed = resources::teardown(&clients, &config).await.unwrap();
+    assert_eq!(removed.len(), 5, "{removed:?}");
+    assert!(queues_of(&clients, &fleet).await.is_empty());
+    assert!(buckets_of(&clients, &fleet).await.is_empty());
+    let status = resources::status(&clients, &config).await.unwrap();
+    assert!(!status.complete());
+    assert!(status.queues.iter().all(|q| q.depth.is_none()));
+}
+
+#[tokio::test]
+async fn fifo_setup_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
+    let fleet = unique_fleet("fifo");
+    let config = AwsConfig::load(Some(&fleet), None, |name| {
+        (name == "IMAGEFLEET_QUEUE_FIFO").then(|| "true".to_owned())
+    })
+    .unwrap();
+    aws_common::require_endpoint();
+    let clients = clients(&config).await;
+    resources::setup(&clients, &config).await.unwrap();
+    resources::setup(&clients, &config).await.unwrap();
+    let queues = queues_of(&clients, &fleet).await;
+    assert_eq!(queues.len(), 3, "{queues:?}");
+    assert_eq!(queues.iter().filter(|u| u.ends_with(".fifo")).count(), 2);
+    let policy = redrive_policy(&clients, &config).await;
+    assert!(policy["deadLetterTargetArn"]
+        .as_str()
+        .unwrap()
+        .ends_with("-requests-dlq.fifo"));
+    resources::teardown(&clients, &config).await.unwrap();
+}
+
+fn imagefleet(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run imagefleet")
+}
+
+#[test]
+fn the_cli_sets_up_reports_and_tears_down() {
+    aws_common::require_endpoint();
+    let fleet = unique_fleet("cli");
+    for run in 0..2 {
+        let output = imagefleet(&["aws", "setup", "--fleet", &fleet]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "setup run {run}: {stderr}");
+        let verb = if run == 0 { "created" } else { "exists" };
+        // One line per resource (the log lines start with a timestamp).
+        let reported = stderr.lines().filter(|l| l.starts_with(verb)).count();
+        assert_eq!(reported, 5, "{stderr}");
+        // stdout is a config file that loads back.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aws.toml");
+        std::fs::write(&file, &output.stdout).unwrap();
+        let loaded = AwsConfig::load(None, Some(&file), |_| None).unwrap();
+        assert_eq!(loaded.fleet, fleet);
+        assert_eq!(loaded.region.as_deref(), Some("us-east-1"));
+    }
+
+    let output = imagefleet(&["aws", "status", "--fleet", &fleet, "--json"]);
+    assert!(output.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["queues"].as_array().unwrap().len(), 3);
+    assert_eq!(status["queues"][0]["depth"]["visible"], 0);
+
+    // Without --yes and without a confirmation on stdin, nothing goes.
+    let output = imagefleet(&["aws", "teardown", "--fleet", &fleet]);
+    assert!(!output.status.success());
+    assert!(imagefleet(&["aws", "status", "--fleet", &fleet])
+        .status
+        .success());
+
+    let output = imagefleet(&["aws", "teardown", "--fleet", &fleet, "--yes"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 5);
+    let output = imagefleet(&["aws", "status", "--fleet", &fleet]);
+    assert!(
+        !output.status.success(),
+        "status of a torn-down fleet is incomplete"
+    );
+}

@@ -1,0 +1,71 @@
+//! The `ObjectStore` trait on S3 (moto).
+
+mod aws_common;
+
+use aws_common::{clients, config, unique_fleet};
+use bytes::Bytes;
+use imagefleet::aws::resources;
+use imagefleet::store::{ObjectStore, S3Store, StoreError};
+
+#[tokio::test]
+async fn put_get_exists_list_delete() {
+    let config = config(&unique_fleet("store"));
+    let clients = clients(&config).await;
+    resources::setup(&clients, &config).await.unwrap();
+    let store = S3Store::open(clients.s3.clone(), &config.input_bucket)
+        .await
+        .unwrap();
+    assert_eq!(store.bucket(), config.input_bucket);
+
+    assert_eq!(store.get("nothing").await.unwrap(), None);
+    assert!(!store.exists("nothing").await.unwrap());
+    store.delete("nothing").await.unwrap();
+
+    let image = Bytes::from_static(b"\x89PNG not really");
+    store
+        .put("jobs/b.png", image.clone(), "image/png")
+        .await
+        .unwrap();
+    store
+        .put("jobs/a.json", Bytes::from_static(b"{}"), "application/json")
+        .await
+        .unwrap();
+    store
+        .put("other", Bytes::from_static(b"x"), "text/plain")
+        .await
+        .unwrap();
+    assert_eq!(store.get("jobs/b.png").await.unwrap(), Some(image));
+    assert!(store.exists("jobs/a.json").await.unwrap());
+    assert_eq!(
+        store.list("jobs/").await.unwrap(),
+        ["jobs/a.json", "jobs/b.png"]
+    );
+    assert_eq!(store.list("").await.unwrap().len(), 3);
+
+    // Overwrite replaces; delete removes.
+    store
+        .put("other", Bytes::from_static(b"y"), "text/plain")
+        .await
+        .unwrap();
+    assert_eq!(store.get("other").await.unwrap().unwrap(), "y");
+    store.delete("jobs/b.png").await.unwrap();
+    assert!(!store.exists("jobs/b.png").await.unwrap());
+    assert_eq!(store.list("jobs/").await.unwrap(), ["jobs/a.json"]);
+
+    // Keys are checked before any request.
+    assert!(matches!(
+        store.put("../escape", Bytes::new(), "text/plain").await,
+        Err(StoreError::InvalidKey { .. })
+    ));
+    resources::teardown(&clients, &config).await.unwrap();
+}
+
+#[tokio::test]
+async fn opening_a_missing_bucket_says_to_run_setup() {
+    let config = config(&unique_fleet("nobucket"));
+    let clients = clients(&config).await;
+    let err = S3Store::open(clients.s3.clone(), &config.output_bucket)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("imagefleet aws setup"), "{err}");
+}
