@@ -31,7 +31,10 @@ impl WorkerSettings {
         WorkerSettings {
             worker_id: worker_id.into(),
             batch: 10,
-            wait: Duration::from_secs(20),
+            // Short enough that a stopping worker, which lets its receive
+            // finish, stops promptly; an idle worker's extra SQS requests
+            // (12 a minute) cost about a cent a month.
+            wait: Duration::from_secs(5),
             visibility: Duration::from_secs(60),
         }
     }
@@ -88,10 +91,24 @@ impl Worker {
         let mut completed = 0u64;
         tracing::info!(worker = %self.settings.worker_id, "worker ready");
         while !shutdown.is_requested() {
+            let receive = self.services.requests.receive(
+                self.settings.batch,
+                self.settings.wait,
+                self.settings.visibility,
+            );
+            tokio::pin!(receive);
             let received = tokio::select! {
-                _ = shutdown.requested() => break,
-                received = self.services.requests.receive(
-                    self.settings.batch, self.settings.wait, self.settings.visibility) => received,
+                received = &mut receive => received,
+                _ = shutdown.requested() => {
+                    // Dropping a receive in progress could lose what it has
+                    // already taken off the queue: hidden from every worker
+                    // until the visibility timeout. So let it finish (at
+                    // most `wait`) and hand back whatever it got.
+                    if let Ok(messages) = receive.await {
+                        self.release(&messages).await;
+                    }
+                    break;
+                }
             };
             let messages = match received {
                 Ok(messages) => messages,
@@ -246,5 +263,91 @@ impl Worker {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::queue::{Queue, QueueDepth, QueueError};
+
+    /// A queue behind a slow network: `receive` takes the messages off the
+    /// queue at once, but its answer arrives `delay` later.
+    struct SlowAnswers {
+        inner: Arc<dyn Queue>,
+        delay: Duration,
+        taken: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait]
+    impl Queue for SlowAnswers {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn send(&self, body: &str) -> Result<(), QueueError> {
+            self.inner.send(body).await
+        }
+        async fn receive(
+            &self,
+            max: usize,
+            wait: Duration,
+            visibility: Duration,
+        ) -> Result<Vec<ReceivedMessage>, QueueError> {
+            let messages = self.inner.receive(max, wait, visibility).await?;
+            if !messages.is_empty() {
+                self.taken.notify_one();
+                tokio::time::sleep(self.delay).await;
+            }
+            Ok(messages)
+        }
+        async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+            self.inner.delete(receipt).await
+        }
+        async fn extend_visibility(
+            &self,
+            receipt: &str,
+            visibility: Duration,
+        ) -> Result<(), QueueError> {
+            self.inner.extend_visibility(receipt, visibility).await
+        }
+        async fn depth(&self) -> Result<QueueDepth, QueueError> {
+            self.inner.depth().await
+        }
+    }
+
+    /// A stop that lands while a receive is on the wire must not strand
+    /// the messages it took (hidden for the whole visibility timeout).
+    #[tokio::test]
+    async fn stopping_during_a_receive_hands_its_messages_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut services = Services::local(dir.path()).unwrap();
+        let queue = Arc::clone(&services.requests);
+        queue.send("a job nobody should lose").await.unwrap();
+        let taken = Arc::new(tokio::sync::Notify::new());
+        services.requests = Arc::new(SlowAnswers {
+            inner: Arc::clone(&queue),
+            delay: Duration::from_millis(500),
+            taken: Arc::clone(&taken),
+        });
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model.toml");
+        let classifier = Arc::new(Classifier::load(&manifest).unwrap());
+        let worker = Worker::new(services, classifier, WorkerSettings::new("test"));
+        let (trigger, shutdown) = Shutdown::new();
+        let running = tokio::spawn(async move { worker.run(shutdown).await });
+
+        taken.notified().await;
+        trigger.trigger();
+        let completed = running.await.unwrap().unwrap();
+        assert_eq!(completed, 0);
+        assert_eq!(
+            queue.depth().await.unwrap(),
+            QueueDepth {
+                visible: 1,
+                in_flight: 0
+            },
+            "the job is back on the queue at once"
+        );
     }
 }
