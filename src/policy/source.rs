@@ -18,6 +18,8 @@ pub struct PolicySource {
     newest: Arc<Policy>,
     /// The newest version that also decided without error.
     last_good: Arc<Policy>,
+    /// The shipped default, compiled once: the fallback of last resort.
+    builtin: Arc<Policy>,
     /// Why the file's current text is not in charge, if it is not.
     error: Option<PolicyError>,
     reloads: u64,
@@ -49,6 +51,7 @@ impl PolicySource {
             text,
             newest: Arc::clone(&policy),
             last_good: policy,
+            builtin: Arc::new(Policy::builtin()),
             error: None,
             reloads: 0,
         })
@@ -114,17 +117,16 @@ impl PolicySource {
             }
             Err(error) => {
                 self.set_error(error);
-                let fallback = if Arc::ptr_eq(&self.newest, &self.last_good) {
-                    // The good version fails on this input too: fall back to
-                    // the shipped default rather than guess.
-                    Policy::builtin().decide(observation)
-                } else {
-                    self.last_good.decide(observation)
-                };
-                let mut decision = fallback.unwrap_or_else(|_| Decision {
-                    desired: observation.running + observation.pending,
-                    reason: "no policy could decide; holding".into(),
-                });
+                // The first that decides of: the last good version (unless it
+                // is the one that just failed), then the shipped default.
+                let mut decision = [&self.last_good, &self.builtin]
+                    .into_iter()
+                    .filter(|policy| !Arc::ptr_eq(policy, &self.newest))
+                    .find_map(|policy| policy.decide(observation).ok())
+                    .unwrap_or_else(|| Decision {
+                        desired: observation.running + observation.pending,
+                        reason: "no policy could decide; holding".into(),
+                    });
                 decision.reason = format!("last good policy ({})", decision.reason);
                 decision
             }
@@ -191,6 +193,35 @@ mod tests {
         assert_eq!(source.decide(&backlog(35)).desired, 1);
         assert!(source.status().error.is_none());
         assert_eq!(source.status().reloads, 4);
+    }
+
+    #[test]
+    fn a_policy_that_fails_on_some_input_falls_back_to_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scale.rhai");
+        // Good on a small backlog, throws on a big one; never another version.
+        std::fs::write(
+            &path,
+            "if queue.backlog > 100 { throw \"too big\" } queue.backlog",
+        )
+        .unwrap();
+        let mut source = PolicySource::open(&path).unwrap();
+        assert_eq!(source.decide(&backlog(7)).desired, 7);
+        // The only good version is the one failing: the shipped default
+        // (one per 10 messages, at most limits.max) decides.
+        let decision = source.decide(&backlog(500));
+        assert_eq!(decision.desired, 20);
+        assert!(
+            decision.reason.starts_with("last good policy"),
+            "{decision:?}"
+        );
+        assert_eq!(
+            source.status().error.unwrap().kind,
+            PolicyErrorKind::Runtime
+        );
+        // The file's policy decides again where it can.
+        assert_eq!(source.decide(&backlog(9)).desired, 9);
+        assert!(source.status().error.is_none());
     }
 
     #[test]

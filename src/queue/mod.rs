@@ -51,6 +51,17 @@ pub enum QueueError {
 /// SQS's own limit; the same everywhere so code behaves alike on both backends.
 pub const MAX_RECEIVE_BATCH: usize = 10;
 
+/// Refuses a receive batch size SQS would refuse, on every backend alike.
+fn check_batch(queue: &str, max: usize) -> Result<(), QueueError> {
+    if (1..=MAX_RECEIVE_BATCH).contains(&max) {
+        return Ok(());
+    }
+    Err(QueueError::Invalid {
+        queue: queue.to_owned(),
+        message: format!("receive batch {max} is not in 1..={MAX_RECEIVE_BATCH}"),
+    })
+}
+
 #[async_trait]
 pub trait Queue: Send + Sync {
     fn name(&self) -> &str;

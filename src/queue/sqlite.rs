@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Queue, QueueDepth, QueueError, ReceivedMessage, MAX_RECEIVE_BATCH};
+use super::{check_batch, Queue, QueueDepth, QueueError, ReceivedMessage};
 
 /// The database file holding all of a data dir's queues.
 #[derive(Debug, Clone)]
@@ -199,12 +199,7 @@ impl Queue for SqliteQueue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        if !(1..=MAX_RECEIVE_BATCH).contains(&max) {
-            return Err(QueueError::Invalid {
-                queue: self.name.clone(),
-                message: format!("receive batch {max} is not in 1..={MAX_RECEIVE_BATCH}"),
-            });
-        }
+        check_batch(&self.name, max)?;
         let deadline = Instant::now() + wait;
         let mut pause = POLL_FIRST;
         loop {

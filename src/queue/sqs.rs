@@ -11,7 +11,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::{Queue, QueueDepth, QueueError, ReceivedMessage, MAX_RECEIVE_BATCH};
+use super::{check_batch, Queue, QueueDepth, QueueError, ReceivedMessage, MAX_RECEIVE_BATCH};
 use crate::aws::clients::describe;
 
 /// SQS's limits on long polling and on the visibility timeout.
@@ -167,12 +167,7 @@ impl Queue for SqsQueue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        if !(1..=MAX_RECEIVE_BATCH).contains(&max) {
-            return Err(QueueError::Invalid {
-                queue: self.name.clone(),
-                message: format!("receive max {max} is not in 1..={MAX_RECEIVE_BATCH}"),
-            });
-        }
+        check_batch(&self.name, max)?;
         let output = self
             .client
             .receive_message()
