@@ -3,8 +3,7 @@
 
 mod aws_common;
 
-use aws_common::{any_image, clients, config, unique_fleet};
-use aws_sdk_ec2::types::Filter;
+use aws_common::{any_image, clients, config, tagged_instances, unique_fleet};
 use imagefleet::aws::user_data;
 use imagefleet::fleet::{Ec2Fleet, Fleet, FleetError, InstanceState, FLEET_TAG};
 
@@ -90,30 +89,8 @@ async fn launch_list_terminate_with_tags_and_user_data() {
         .all(|i| i.state == InstanceState::Draining));
 
     // Terminated instances stay terminated in EC2, only out of the fleet.
-    let terminated = clients
-        .ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{FLEET_TAG}"))
-                .values(&fleet_name)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("terminated")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let count: usize = terminated
-        .reservations()
-        .iter()
-        .map(|r| r.instances().len())
-        .sum();
-    assert_eq!(count, 4);
+    let terminated = tagged_instances(&clients, &fleet_name, Some("terminated")).await;
+    assert_eq!(terminated.len(), 4);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! AWS mode end to end on moto: the web tier (`imagefleet web --backend
-//! aws`) and workers started the way EC2 would start them. The harness
+//! aws`), the controller (`imagefleet controller --backend aws`) scaling the
+//! EC2 fleet, and workers started the way EC2 would start them. The harness
 //! mirrors each running instance of the (moto) fleet with a local
 //! `imagefleet worker` process configured from that instance's user data,
 //! so what is tested is exactly what an instance would be told.
@@ -9,12 +10,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_common::{any_image, clients, config, unique_fleet};
-use common::{expected_labels, repo_root, sample, upload, Server};
-use imagefleet::aws::{resources, user_data, AwsClients, AwsConfig};
+use aws_common::{controller_args, MotoFleet};
+use common::{repo_root, terminate, upload_concurrently, wait_for, Process, Sampler, Server};
+use imagefleet::aws::{user_data, AwsClients};
 use imagefleet::fleet::{Ec2Fleet, Fleet, InstanceState};
 use imagefleet::queue::{Queue, QueueDepth, SqsQueue};
 use imagefleet::store::{ObjectStore, S3Store};
@@ -73,21 +73,8 @@ impl Mirror {
 
 /// SIGTERM, as systemd stops the unit when the instance shuts down.
 fn stop(mut child: Child, id: &str) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "worker for {id} exited with {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("worker for {id} did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = terminate(&mut child, &format!("worker for {id}"));
+    assert!(status.success(), "worker for {id} exited with {status}");
 }
 
 impl Drop for Mirror {
@@ -104,57 +91,37 @@ async fn queue(clients: &AwsClients, name: &str) -> SqsQueue {
 }
 
 #[test]
-fn uploads_go_through_sqs_workers_and_s3() {
+fn uploads_go_through_sqs_workers_and_s3_while_the_fleet_scales() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let fleet_name = unique_fleet("e2e");
-    let mut config: AwsConfig = config(&fleet_name);
-    let clients = runtime.block_on(clients(&config));
-    runtime
-        .block_on(resources::setup(&clients, &config))
-        .unwrap();
-    config.workers.image_id = Some(runtime.block_on(any_image(&clients)));
-    let fleet = Ec2Fleet::new(&clients, &config);
+    let moto = runtime.block_on(MotoFleet::setup("e2e"));
+    let (fleet_name, config, clients) = (&moto.name, &moto.config, &moto.clients);
+    let fleet = Ec2Fleet::new(clients, config);
 
     let web = Server::start(&[
         "web",
         "--backend",
         "aws",
         "--fleet",
-        &fleet_name,
+        fleet_name,
         "--result-timeout-secs",
         "240",
     ]);
-    let mut mirror = Mirror::new();
-    runtime.block_on(fleet.launch(2)).unwrap();
-    runtime.block_on(mirror.sync(&fleet));
-    assert_eq!(mirror.workers.len(), 2);
-
-    let expected = Arc::new(expected_labels());
-    let url = Arc::new(web.url("/"));
-    let clients_threads: Vec<_> = (0..100)
-        .map(|i| {
-            let expected = Arc::clone(&expected);
-            let url = Arc::clone(&url);
-            std::thread::spawn(move || {
-                let (file, accept) = &expected[i % expected.len()];
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(300))
-                    .build()
-                    .unwrap();
-                let response = upload(&client, &url, "myfile", file, sample(file), false);
-                let status = response.status();
-                let label = response.text().unwrap();
-                assert_eq!(status, 200, "{file}: {label}");
-                assert!(
-                    accept.contains(&label),
-                    "{file}: got {label:?}, accepted {accept:?}"
-                );
-            })
+    // At most 4 instances: each one is a worker process on this machine.
+    let args = controller_args(fleet_name, &["--max-instances", "4"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut controller = Process::start(&args, &[("IMAGEFLEET_WORKER_IMAGE_ID", &moto.image)]);
+    // The mirror follows the fleet the controller sizes, and samples it.
+    let mirroring = {
+        let fleet = fleet.clone();
+        let mut mirror = Mirror::new();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        Sampler::start(move || {
+            runtime.block_on(mirror.sync(&fleet));
+            mirror.workers.len()
         })
-        .collect();
-    for thread in clients_threads {
-        thread.join().expect("client thread");
-    }
+    };
+
+    upload_concurrently(&web.url("/"), 100, Duration::from_secs(300));
 
     runtime.block_on(async {
         let outputs = S3Store::open(clients.s3.clone(), &config.output_bucket)
@@ -168,25 +135,32 @@ fn uploads_go_through_sqs_workers_and_s3() {
         // Every request was deleted once done: nothing waits, nothing died.
         for name in [&config.requests_queue, &config.dead_letter_queue] {
             assert_eq!(
-                queue(&clients, name).await.depth().await.unwrap(),
+                queue(clients, name).await.depth().await.unwrap(),
                 QueueDepth::default(),
                 "{name}"
             );
         }
     });
 
-    // Scale in: terminated instances take their workers with them.
-    let ids: Vec<String> = runtime
-        .block_on(fleet.list())
-        .unwrap()
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    runtime.block_on(fleet.terminate(&ids)).unwrap();
-    runtime.block_on(mirror.sync(&fleet));
-    assert!(mirror.workers.is_empty());
+    // Scale in: the controller terminates the idle fleet, and the
+    // instances take their workers with them.
+    wait_for("the fleet to scale in", Duration::from_secs(60), || {
+        runtime
+            .block_on(fleet.list())
+            .unwrap()
+            .iter()
+            .all(|i| i.state == InstanceState::Draining)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let workers = mirroring.finish();
+    assert_eq!(workers.last(), Some(&0), "every mirrored worker stopped");
+    let peak = workers.iter().copied().max().unwrap();
+    assert!(
+        (1..=4).contains(&peak),
+        "peak workers {peak}, cap 4 (samples: {workers:?})"
+    );
+    assert!(controller.stop().success());
     drop(web);
-    runtime
-        .block_on(resources::teardown(&clients, &config))
-        .unwrap();
+    runtime.block_on(moto.teardown());
 }

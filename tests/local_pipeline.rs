@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bucket_keys, expected_labels, get_json, sample, upload, wait_for, Server};
+use common::{
+    bucket_keys, get_json, sample, upload, upload_concurrently, wait_for, Sampler, Server,
+};
 use imagefleet::queue::QueueDepth;
 use imagefleet::services::Services;
 
@@ -16,23 +17,12 @@ use imagefleet::services::Services;
 fn hundred_concurrent_uploads_all_get_labels() {
     let mut server = Server::start(&["serve", "--interval-ms", "300", "--max-instances", "4"]);
     let status_url = server.url("/status");
-    let instance_counts = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let watcher = {
-        let (counts, watching, url) = (
-            Arc::clone(&instance_counts),
-            Arc::clone(&watching),
-            status_url.clone(),
-        );
-        std::thread::spawn(move || {
-            while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                let status = get_json(&url);
-                let n = status["controller"]["instances"]
-                    .as_array()
-                    .map_or(0, Vec::len);
-                counts.lock().unwrap().push(n);
-                std::thread::sleep(Duration::from_millis(100));
-            }
+    let fleet_size = {
+        let url = status_url.clone();
+        Sampler::start(move || {
+            get_json(&url)["controller"]["instances"]
+                .as_array()
+                .map_or(0, Vec::len)
         })
     };
     assert_eq!(
@@ -42,34 +32,7 @@ fn hundred_concurrent_uploads_all_get_labels() {
             .len(),
         0
     );
-    let expected = Arc::new(expected_labels());
-    let url = Arc::new(server.url("/"));
-
-    // 100 client threads at once, as the classic workload generator sends them.
-    let clients: Vec<_> = (0..100)
-        .map(|i| {
-            let expected = Arc::clone(&expected);
-            let url = Arc::clone(&url);
-            std::thread::spawn(move || {
-                let (file, accept) = &expected[i % expected.len()];
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(120))
-                    .build()
-                    .unwrap();
-                let response = upload(&client, &url, "myfile", file, sample(file), false);
-                let status = response.status();
-                let label = response.text().unwrap();
-                assert_eq!(status, 200, "{file}: {label}");
-                assert!(
-                    accept.contains(&label),
-                    "{file}: got {label:?}, accepted {accept:?}"
-                );
-            })
-        })
-        .collect();
-    for client in clients {
-        client.join().expect("client thread");
-    }
+    upload_concurrently(&server.url("/"), 100, Duration::from_secs(120));
 
     assert_eq!(bucket_keys(&server.data_dir, "input").len(), 100);
     assert_eq!(bucket_keys(&server.data_dir, "output").len(), 100);
@@ -99,15 +62,7 @@ fn hundred_concurrent_uploads_all_get_labels() {
                 .then_some(())
         },
     );
-    watching.store(false, std::sync::atomic::Ordering::Relaxed);
-    watcher.join().unwrap();
-    let peak = instance_counts
-        .lock()
-        .unwrap()
-        .iter()
-        .copied()
-        .max()
-        .unwrap();
+    let peak = fleet_size.finish().into_iter().max().unwrap();
     assert!((1..=4).contains(&peak), "peak instances {peak}, cap 4");
 
     assert!(server.stop().success());

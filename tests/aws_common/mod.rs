@@ -50,3 +50,86 @@ pub async fn any_image(clients: &AwsClients) -> String {
         .find_map(|i| i.image_id().map(str::to_owned))
         .expect("moto lists at least one AMI")
 }
+
+/// `imagefleet controller --backend aws --fleet NAME`, ticking fast enough
+/// for a test, plus `extra` flags.
+pub fn controller_args(fleet: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "controller",
+        "--backend",
+        "aws",
+        "--fleet",
+        fleet,
+        "--interval-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A fleet whose queues and buckets `aws setup` created on moto, with an
+/// AMI to launch from (as IMAGEFLEET_WORKER_IMAGE_ID would give it).
+pub struct MotoFleet {
+    pub name: String,
+    pub config: AwsConfig,
+    pub clients: AwsClients,
+    pub image: String,
+}
+
+impl MotoFleet {
+    pub async fn setup(prefix: &str) -> MotoFleet {
+        let name = unique_fleet(prefix);
+        let config = config(&name);
+        let clients = clients(&config).await;
+        imagefleet::aws::resources::setup(&clients, &config)
+            .await
+            .unwrap();
+        let image = any_image(&clients).await;
+        MotoFleet {
+            name,
+            config,
+            clients,
+            image,
+        }
+    }
+
+    pub async fn teardown(&self) {
+        imagefleet::aws::resources::teardown(&self.clients, &self.config)
+            .await
+            .unwrap();
+    }
+}
+
+/// Ids of the instances tagged as `fleet`'s, in `state` (any state if None).
+pub async fn tagged_instances(
+    clients: &AwsClients,
+    fleet: &str,
+    state: Option<&str>,
+) -> std::collections::BTreeSet<String> {
+    use aws_sdk_ec2::types::Filter;
+    use imagefleet::fleet::FLEET_TAG;
+    let mut request = clients.ec2.describe_instances().filters(
+        Filter::builder()
+            .name(format!("tag:{FLEET_TAG}"))
+            .values(fleet)
+            .build(),
+    );
+    if let Some(state) = state {
+        request = request.filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values(state)
+                .build(),
+        );
+    }
+    let output = request.send().await.expect("DescribeInstances on moto");
+    output
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect()
+}

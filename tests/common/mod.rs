@@ -105,20 +105,7 @@ impl Server {
 
     /// SIGTERM, then wait for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("server did not stop within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "server")
     }
 }
 
@@ -193,4 +180,123 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 
 pub fn get_json(url: &str) -> serde_json::Value {
     reqwest::blocking::get(url).unwrap().json().unwrap()
+}
+
+/// SIGTERM (as systemd or an operator stops a process), then the exit
+/// status; panics if `what` is still running 60 s later.
+pub fn terminate(child: &mut Child, what: &str) -> ExitStatus {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `imagefleet` process without an HTTP port (a controller, say),
+/// its stdout collected; killed if still running when dropped.
+pub struct Process {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start imagefleet");
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        Process { child, stdout }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        terminate(&mut self.child, "imagefleet")
+    }
+
+    /// SIGKILL: a crash, with no chance to clean up.
+    pub fn crash(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples `probe` every 100 ms on a thread until `finish`, e.g. to find
+/// the peak fleet size during a test.
+pub struct Sampler<T> {
+    running: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<T>>,
+}
+
+impl<T: Send + 'static> Sampler<T> {
+    pub fn start(mut probe: impl FnMut() -> T + Send + 'static) -> Sampler<T> {
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&running);
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while flag.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push(probe());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        Sampler { running, thread }
+    }
+
+    /// Stops sampling; every sample taken, in order.
+    pub fn finish(self) -> Vec<T> {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("sampler thread")
+    }
+}
+
+/// `count` clients upload the sample photos at once (as the classic workload
+/// generator does); every one must get 200 and an accepted label.
+pub fn upload_concurrently(url: &str, count: usize, timeout: Duration) {
+    let expected = Arc::new(expected_labels());
+    let clients: Vec<_> = (0..count)
+        .map(|i| {
+            let expected = Arc::clone(&expected);
+            let url = url.to_owned();
+            std::thread::spawn(move || {
+                let (file, accept) = &expected[i % expected.len()];
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .unwrap();
+                let response = upload(&client, &url, "myfile", file, sample(file), false);
+                let status = response.status();
+                let label = response.text().unwrap();
+                assert_eq!(status, 200, "{file}: {label}");
+                assert!(
+                    accept.contains(&label),
+                    "{file}: got {label:?}, accepted {accept:?}"
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client thread");
+    }
 }

@@ -1,0 +1,139 @@
+//! `imagefleet controller --backend aws` on moto, through the real binary:
+//! the EC2 fleet follows the SQS backlog (35 -> 4, 500 -> 20, drained -> 0),
+//! a restarted controller adopts the instances it finds by tag, and the cap
+//! holds across restarts.
+
+mod aws_common;
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_common::{controller_args, tagged_instances, MotoFleet};
+use common::{wait_for, Process, Sampler};
+use imagefleet::aws::user_data;
+use imagefleet::fleet::{Ec2Fleet, Fleet, InstanceState};
+use imagefleet::queue::{Queue, SqsQueue};
+
+/// Ids of the fleet's instances that are not shutting down.
+fn live(runtime: &tokio::runtime::Runtime, fleet: &Ec2Fleet) -> BTreeSet<String> {
+    runtime
+        .block_on(fleet.list())
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.state != InstanceState::Draining)
+        .map(|i| i.id)
+        .collect()
+}
+
+#[test]
+fn the_fleet_follows_the_backlog_and_survives_restarts() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let moto = runtime.block_on(MotoFleet::setup("ctl"));
+    let (fleet_name, config, clients, image) =
+        (&moto.name, &moto.config, &moto.clients, &moto.image);
+    let requests = runtime
+        .block_on(SqsQueue::open(clients.sqs.clone(), &config.requests_queue))
+        .unwrap();
+    let enqueue = |count: usize| {
+        runtime.block_on(async {
+            for i in 0..count {
+                // No workers run here, so the bodies are never read.
+                requests.send(&format!("job {i}")).await.unwrap();
+            }
+        })
+    };
+    // Only the AMI comes from the environment; everything else derives
+    // from the fleet name, as for an operator after `aws setup`.
+    let env = [("IMAGEFLEET_WORKER_IMAGE_ID", image.as_str())];
+    let args = controller_args(fleet_name, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fleet = Ec2Fleet::new(clients, config);
+    // Every instance of the fleet, draining ones included, against the cap.
+    let fleet_size = {
+        let fleet = fleet.clone();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        Sampler::start(move || runtime.block_on(fleet.list()).unwrap().len())
+    };
+
+    // 35 jobs, no instances: the default policy wants 4.
+    enqueue(35);
+    let mut controller = Process::start(&args, &env);
+    let first = wait_for("4 instances", Duration::from_secs(30), || {
+        let ids = live(&runtime, &fleet);
+        (ids.len() == 4).then_some(ids)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(live(&runtime, &fleet), first, "4 and no more");
+
+    // Tagged as the fleet's, and told its queues, buckets and region.
+    let expected_env = user_data::worker_env(config, clients.region.as_deref());
+    for id in &first {
+        let env = user_data::parse_env(&runtime.block_on(fleet.user_data(id)).unwrap());
+        assert_eq!(env, expected_env, "user data of {id}");
+    }
+    let tagged = runtime.block_on(tagged_instances(clients, fleet_name, None));
+    assert_eq!(tagged, first);
+
+    // The controller crashes; the backlog grows to 500 meanwhile. The next
+    // one adopts the 4 and launches 16, not 20.
+    controller.crash();
+    enqueue(465);
+    let mut controller = Process::start(&args, &env);
+    let full = wait_for("20 instances", Duration::from_secs(30), || {
+        let ids = live(&runtime, &fleet);
+        (ids.len() == 20).then_some(ids)
+    });
+    assert!(first.is_subset(&full), "the first 4 were adopted");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(live(&runtime, &fleet), full, "capped at 20");
+
+    // A clean restart with the cap already reached launches nothing.
+    assert!(controller.stop().success());
+    let mut controller = Process::start(&args, &env);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(live(&runtime, &fleet), full, "still the same 20");
+
+    // The queue drains: every instance is terminated.
+    runtime
+        .block_on(clients.sqs.purge_queue().queue_url(requests.url()).send())
+        .unwrap();
+    wait_for("the fleet to scale in", Duration::from_secs(30), || {
+        live(&runtime, &fleet).is_empty().then_some(())
+    });
+    assert!(controller.stop().success());
+
+    let sizes = fleet_size.finish();
+    let peak = sizes.iter().copied().max().unwrap();
+    assert_eq!(peak, 20, "never above the cap (samples: {sizes:?})");
+    runtime.block_on(moto.teardown());
+}
+
+/// Dry run on AWS: the plan is printed, nothing is launched.
+#[test]
+fn dry_run_prints_the_plan_and_launches_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let moto = runtime.block_on(MotoFleet::setup("dry"));
+    let (config, clients) = (&moto.config, &moto.clients);
+    runtime.block_on(async {
+        let requests = SqsQueue::open(clients.sqs.clone(), &config.requests_queue)
+            .await
+            .unwrap();
+        for i in 0..35 {
+            requests.send(&format!("job {i}")).await.unwrap();
+        }
+    });
+    let args = controller_args(&moto.name, &["--dry-run"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut controller = Process::start(&args, &[("IMAGEFLEET_WORKER_IMAGE_ID", &moto.image)]);
+    let expected = "plan: launch 4 (desired 4, running 0; visible 35, in flight 0; \
+                    reason: backlog 35: one instance per 10 messages)";
+    wait_for("two dry-run plan lines", Duration::from_secs(20), || {
+        let lines = controller.stdout.lock().unwrap();
+        (lines.iter().filter(|l| l.as_str() == expected).count() >= 2).then_some(())
+    });
+    assert!(controller.stop().success());
+    let fleet = Ec2Fleet::new(clients, config);
+    assert!(runtime.block_on(fleet.list()).unwrap().is_empty());
+    runtime.block_on(moto.teardown());
+}
