@@ -3,16 +3,18 @@
 //! (no criterion) keeps the build light and prints the same figures as
 //! `imagefleet bench`, which also times start-up and compares onnxruntime.
 //!
-//! Arguments: `[--iterations N] [FILE...]` (default tests/samples/*).
+//! Arguments: `[--iterations N] [--profile] [FILE...]` (default
+//! tests/samples/*); `--profile` adds the time per operator kind.
 
 use std::path::{Path, PathBuf};
 
-use imagefleet_worker::bench::{measure_stages, memory, Summary};
+use imagefleet_worker::bench::{format_profile, measure_stages, memory, profile_image, Summary};
 use imagefleet_worker::Classifier;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut iterations = 20;
+    let mut profile = false;
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -23,6 +25,7 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .expect("--iterations takes a number")
             }
+            "--profile" => profile = true,
             // cargo bench passes --bench to every harness.
             "--bench" => {}
             other if other.starts_with("--") => {}
@@ -63,5 +66,9 @@ fn main() {
             "  memory      VmHWM {:.1} MiB, VmRSS {:.1} MiB",
             m.peak_mib, m.resident_mib
         );
+    }
+    if profile {
+        let costs = profile_image(&classifier, &images[0], iterations).expect("profile");
+        print!("{}", format_profile(&costs, iterations));
     }
 }

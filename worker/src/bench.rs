@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::{Classifier, StageTimings};
+use crate::decode::{decode_rgb_at_least, DEFAULT_MAX_PIXELS};
 use crate::error::ClassifyError;
+use crate::preprocess::preprocess;
 
 /// Median and 90th percentile of a set of timings, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -71,6 +73,87 @@ pub fn measure_stages(
         })
     })();
     Ok(summary)
+}
+
+/// Where inference time goes, by operator kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorCost {
+    /// tract's name for the operator (`OptMatMul`, `FastDepthwise`, ...).
+    pub operator: String,
+    /// How many nodes of the plan run it.
+    pub nodes: usize,
+    /// Milliseconds per image, median over the iterations.
+    pub median_ms: f64,
+}
+
+/// Runs inference on `tensor` `iterations` times, timing every node, and
+/// sums the times by operator kind; most expensive first.
+pub fn profile_operators(
+    classifier: &Classifier,
+    tensor: &[f32],
+    iterations: usize,
+) -> Result<Vec<OperatorCost>, ClassifyError> {
+    use std::collections::BTreeMap;
+    // operator -> (nodes per run, per-run milliseconds)
+    let mut costs: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
+    for _ in 0..iterations.max(1) {
+        let mut run: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        classifier.logits_observed(tensor.to_vec(), |operator, elapsed| {
+            let entry = run.entry(operator.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += elapsed.as_secs_f64() * 1000.0;
+        })?;
+        for (operator, (nodes, ms)) in run {
+            let entry = costs.entry(operator).or_default();
+            entry.0 = nodes;
+            entry.1.push(ms);
+        }
+    }
+    let mut costs: Vec<OperatorCost> = costs
+        .into_iter()
+        .filter_map(|(operator, (nodes, samples))| {
+            Some(OperatorCost {
+                operator,
+                nodes,
+                median_ms: Summary::of(&samples)?.median_ms,
+            })
+        })
+        .collect();
+    costs.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
+    Ok(costs)
+}
+
+/// [`profile_operators`] on one encoded image (decoded and preprocessed as
+/// `classify` does), after one untimed warm-up run.
+pub fn profile_image(
+    classifier: &Classifier,
+    image: &[u8],
+    iterations: usize,
+) -> Result<Vec<OperatorCost>, ClassifyError> {
+    let manifest = classifier.manifest();
+    let decoded = decode_rgb_at_least(image, DEFAULT_MAX_PIXELS, Some(manifest.resize_shorter))?;
+    let tensor = preprocess(&decoded, manifest);
+    profile_operators(classifier, &tensor, 1)?;
+    profile_operators(classifier, &tensor, iterations)
+}
+
+/// The operator table `imagefleet bench --profile` and `cargo bench` print.
+pub fn format_profile(costs: &[OperatorCost], iterations: usize) -> String {
+    let total: f64 = costs.iter().map(|c| c.median_ms).sum();
+    let mut text = format!(
+        "  inference by operator (median ms per image over {iterations} runs, each node timed)\n"
+    );
+    for cost in costs {
+        text += &format!(
+            "    {:<24} {:>3} nodes {:8.2} ms  {:5.1}%\n",
+            cost.operator,
+            cost.nodes,
+            cost.median_ms,
+            100.0 * cost.median_ms / total
+        );
+    }
+    text += &format!("    {:<24}           {total:8.2} ms\n", "sum");
+    text
 }
 
 /// Peak and current resident memory of this process, in MiB.

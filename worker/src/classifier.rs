@@ -145,17 +145,39 @@ impl Classifier {
     /// Runs the graph on a preprocessed `[3, size, size]` tensor and returns
     /// its raw output (logits for the default model).
     pub fn logits(&self, tensor: Vec<f32>) -> Result<Vec<f32>, ClassifyError> {
-        let size = self.manifest.input_size as usize;
-        let input = Tensor::from_shape(&[1, 3, size, size], &tensor)
-            .map_err(|e| ClassifyError::Inference(e.to_string()))?;
         let outputs = self
             .plan
-            .run(tvec!(input.into_tvalue()))
+            .run(tvec!(self.input(tensor)?))
             .map_err(|e| ClassifyError::Inference(e.to_string()))?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
+        first_output(outputs)
+    }
+
+    fn input(&self, tensor: Vec<f32>) -> Result<TValue, ClassifyError> {
+        let size = self.manifest.input_size as usize;
+        Tensor::from_shape(&[1, 3, size, size], &tensor)
+            .map(Tensor::into_tvalue)
+            .map_err(|e| ClassifyError::Inference(e.to_string()))
+    }
+
+    /// [`Classifier::logits`], calling `observe(operator, elapsed)` after
+    /// each node of the plan: what `imagefleet bench --profile` adds up.
+    pub fn logits_observed(
+        &self,
+        tensor: Vec<f32>,
+        mut observe: impl FnMut(&str, std::time::Duration),
+    ) -> Result<Vec<f32>, ClassifyError> {
+        let input = self.input(tensor)?;
+        let mut state = tract_onnx::tract_core::plan::SimpleState::new(&self.plan)
             .map_err(|e| ClassifyError::Inference(e.to_string()))?;
-        Ok(view.iter().copied().collect())
+        let outputs = state
+            .run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
+                let started = Instant::now();
+                let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                observe(&node.op().name(), started.elapsed());
+                outputs
+            })
+            .map_err(|e| ClassifyError::Inference(e.to_string()))?;
+        first_output(outputs)
     }
 
     /// How many operators of the plan run on [`crate::depthwise`]'s kernel.
@@ -240,11 +262,21 @@ fn load_plan(manifest: &ModelManifest, kernels: Kernels) -> Result<Plan, ModelEr
     if kernels == Kernels::Fast {
         let replaced = use_fast_depthwise(&mut typed).map_err(onnx_error)?;
         tracing::debug!(replaced, "depthwise convolutions on the fast kernel");
+        let replaced = crate::pointwise::use_fast_pointwise(&mut typed).map_err(onnx_error)?;
+        tracing::debug!(replaced, "pointwise convolutions on the fast kernel");
     }
     typed
         .into_optimized()
         .and_then(|m| m.into_runnable())
         .map_err(onnx_error)
+}
+
+/// The graph's first output as a flat vector (logits for the default model).
+fn first_output(outputs: TVec<TValue>) -> Result<Vec<f32>, ClassifyError> {
+    let view = outputs[0]
+        .to_plain_array_view::<f32>()
+        .map_err(|e| ClassifyError::Inference(e.to_string()))?;
+    Ok(view.iter().copied().collect())
 }
 
 /// In place, numerically stable.

@@ -6,8 +6,10 @@ pub mod classifier;
 pub mod decode;
 pub mod depthwise;
 pub mod error;
+mod fusion;
 pub mod jpeg_scaled;
 pub mod manifest;
+pub mod pointwise;
 pub mod preprocess;
 
 pub use classifier::{Classification, Classifier, Kernels, Prediction, StageTimings, TOP_K};

@@ -1,12 +1,15 @@
-//! A depthwise convolution (one k x k filter per channel) over NCHW planes,
-//! written so the compiler keeps eight output columns in registers while it
-//! walks all k*k taps: the taps of one output row read contiguous input,
-//! because each channel is first laid out padded and split into `stride`
-//! column phases (even and odd columns for stride 2).
+//! A depthwise convolution (one k x k filter per channel) over NCHW planes.
+//!
+//! Each channel is copied into zero-padded phase planes and its outputs are
+//! computed as flat vectors of positions (see [`layout`]); the vector width
+//! and instructions depend on the CPU ([`Path`]), chosen at run time.
 
-/// Output columns computed together; their accumulators stay in registers
-/// (two SSE or one AVX register).
-const LANES: usize = 8;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod layout;
+mod portable;
 
 /// The shape of one depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,27 +42,90 @@ impl Geometry {
     pub fn output_len(&self) -> usize {
         self.channels * self.out_h * self.out_w
     }
+}
 
-    /// Padded input rows one channel's output needs.
-    fn padded_rows(&self) -> usize {
-        (self.out_h - 1) * self.stride + self.kernel
+/// The slices and constants every path works from.
+struct Params<'a> {
+    input: &'a [f32],
+    weights: &'a [f32],
+    bias: &'a [f32],
+    /// Clamp bounds; infinite when there is no clamp.
+    lo: f32,
+    hi: f32,
+}
+
+/// The instruction sets a kernel is compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// AVX-512F, 16 lanes (x86-64 only).
+    Avx512,
+    /// AVX2 with FMA, 8 lanes (x86-64 only).
+    Avx2Fma,
+    /// No explicit SIMD; separate multiply and add.
+    Portable,
+}
+
+impl Path {
+    pub const ALL: [Path; 3] = [Path::Avx512, Path::Avx2Fma, Path::Portable];
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => avx512::available(),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2Fma => avx2::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::Avx512 | Path::Avx2Fma => false,
+            Path::Portable => true,
+        }
     }
 
-    /// Length of one phase row: every tap offset plus whole blocks of lanes.
-    fn phase_len(&self) -> usize {
-        self.out_w.div_ceil(LANES) * LANES + (self.kernel - 1) / self.stride
+    /// The fastest path this CPU can run.
+    pub fn best() -> Path {
+        *Path::ALL
+            .iter()
+            .find(|path| path.is_available())
+            .expect("the portable path is always available")
     }
 }
 
 /// `output[c] = clamp(bias[c] + conv(input[c], weights[c]))` for every
 /// channel, with the clamp (ReLU6 and the like) applied when given.
-/// `weights` is `[channels, kernel, kernel]`. Picks the widest vector
-/// instructions the CPU has; the results are identical on every path (same
-/// operations in the same order, no fused multiply-add).
+/// `weights` is `[channels, kernel, kernel]`. Runs on the fastest [`Path`]
+/// this CPU has; paths with FMA round differently from the portable one
+/// (within a few ulps of the sum).
 ///
 /// Panics if the slices do not match the geometry or the geometry is not
 /// supported (callers check [`Geometry::is_supported`] when building the op).
 pub fn depthwise(
+    geo: &Geometry,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    clamp: Option<(f32, f32)>,
+    output: &mut [f32],
+) {
+    // Detection is cached by std, so asking on every call is cheap.
+    depthwise_on(Path::best(), geo, input, weights, bias, clamp, output);
+}
+
+/// [`depthwise`] without explicit SIMD: the baseline build (SSE2 on x86-64,
+/// NEON on arm64).
+pub fn depthwise_portable(
+    geo: &Geometry,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    clamp: Option<(f32, f32)>,
+    output: &mut [f32],
+) {
+    depthwise_on(Path::Portable, geo, input, weights, bias, clamp, output);
+}
+
+/// [`depthwise`] on the given path. Panics if the CPU cannot run it.
+pub fn depthwise_on(
+    path: Path,
     geo: &Geometry,
     input: &[f32],
     weights: &[f32],
@@ -72,143 +138,22 @@ pub fn depthwise(
     assert_eq!(output.len(), geo.output_len());
     assert_eq!(weights.len(), geo.channels * geo.kernel * geo.kernel);
     assert_eq!(bias.len(), geo.channels);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above), which is all
-        // `depthwise_avx2` is compiled to assume; its body is safe Rust.
-        unsafe { depthwise_avx2(geo, input, weights, bias, clamp, output) };
-        return;
-    }
-    depthwise_portable(geo, input, weights, bias, clamp, output);
-}
-
-/// The same loops compiled for AVX2, so the eight lanes fit one register.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn depthwise_avx2(
-    geo: &Geometry,
-    input: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-    clamp: Option<(f32, f32)>,
-    output: &mut [f32],
-) {
-    dispatch(geo, input, weights, bias, clamp, output);
-}
-
-/// The baseline build (SSE2 on x86-64, NEON on arm64); also what tests
-/// compare the vectorised path against.
-pub fn depthwise_portable(
-    geo: &Geometry,
-    input: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-    clamp: Option<(f32, f32)>,
-    output: &mut [f32],
-) {
-    dispatch(geo, input, weights, bias, clamp, output);
-}
-
-#[inline(always)]
-fn dispatch(
-    geo: &Geometry,
-    input: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-    clamp: Option<(f32, f32)>,
-    output: &mut [f32],
-) {
-    match (geo.kernel, geo.stride) {
-        (3, 1) => channels::<3, 1>(geo, input, weights, bias, clamp, output),
-        (3, 2) => channels::<3, 2>(geo, input, weights, bias, clamp, output),
-        (5, 1) => channels::<5, 1>(geo, input, weights, bias, clamp, output),
-        (5, 2) => channels::<5, 2>(geo, input, weights, bias, clamp, output),
-        _ => unreachable!("checked by is_supported"),
-    }
-}
-
-#[inline(always)]
-fn channels<const K: usize, const S: usize>(
-    geo: &Geometry,
-    input: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-    clamp: Option<(f32, f32)>,
-    output: &mut [f32],
-) {
-    let rows = geo.padded_rows();
-    let len = geo.phase_len();
-    let blocks = geo.out_w.div_ceil(LANES);
     let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    // Reused for every channel: [S phases][rows][len], zero where padded.
-    let mut phases = vec![0f32; S * rows * len];
-    let mut row_out = vec![0f32; blocks * LANES];
-    let plane_in = geo.in_h * geo.in_w;
-    let plane_out = geo.out_h * geo.out_w;
-    for c in 0..geo.channels {
-        let src = &input[c * plane_in..(c + 1) * plane_in];
-        fill_phases::<S>(geo, src, rows, len, &mut phases);
-        let w = &weights[c * K * K..(c + 1) * K * K];
-        let b = bias[c];
-        let dst = &mut output[c * plane_out..(c + 1) * plane_out];
-        for oy in 0..geo.out_h {
-            for block in 0..blocks {
-                let x0 = block * LANES;
-                let mut acc = [b; LANES];
-                for ky in 0..K {
-                    let y = oy * S + ky;
-                    for kx in 0..K {
-                        let start = ((kx % S) * rows + y) * len + kx / S + x0;
-                        let taps: &[f32; LANES] = phases[start..start + LANES]
-                            .try_into()
-                            .expect("phase rows hold whole blocks");
-                        let wk = w[ky * K + kx];
-                        for lane in 0..LANES {
-                            acc[lane] += wk * taps[lane];
-                        }
-                    }
-                }
-                row_out[x0..x0 + LANES].copy_from_slice(&acc);
-            }
-            let out_row = &mut dst[oy * geo.out_w..(oy + 1) * geo.out_w];
-            for (o, v) in out_row.iter_mut().zip(&row_out) {
-                *o = v.max(lo).min(hi);
-            }
-        }
-    }
-}
-
-/// Lays one channel out padded and split into column phases:
-/// `phases[(p * rows + y) * len + j]` is padded pixel (y, j * S + p).
-#[inline(always)]
-fn fill_phases<const S: usize>(
-    geo: &Geometry,
-    src: &[f32],
-    rows: usize,
-    len: usize,
-    phases: &mut [f32],
-) {
-    for p in 0..S {
-        for y in 0..rows {
-            let line = &mut phases[(p * rows + y) * len..(p * rows + y + 1) * len];
-            let Some(iy) = (y as isize - geo.pad_top as isize)
-                .try_into()
-                .ok()
-                .filter(|iy: &usize| *iy < geo.in_h)
-            else {
-                line.fill(0.0);
-                continue;
-            };
-            let src_row = &src[iy * geo.in_w..(iy + 1) * geo.in_w];
-            for (j, v) in line.iter_mut().enumerate() {
-                let x = (j * S + p) as isize - geo.pad_left as isize;
-                *v = if x >= 0 && (x as usize) < geo.in_w {
-                    src_row[x as usize]
-                } else {
-                    0.0
-                };
-            }
-        }
+    let params = Params {
+        input,
+        weights,
+        bias,
+        lo,
+        hi,
+    };
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => avx512::depthwise(geo, &params, output),
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2Fma => avx2::depthwise(geo, &params, output),
+        #[cfg(not(target_arch = "x86_64"))]
+        Path::Avx512 | Path::Avx2Fma => panic!("{path:?} needs x86-64"),
+        Path::Portable => portable::depthwise(geo, &params, output),
     }
 }
 
@@ -263,37 +208,75 @@ mod tests {
             .collect()
     }
 
+    fn geometry(
+        channels: usize,
+        (kernel, stride): (usize, usize),
+        (in_h, in_w): (usize, usize),
+        (pad_top, pad_left, pad_bottom, pad_right): (usize, usize, usize, usize),
+    ) -> Geometry {
+        Geometry {
+            channels,
+            kernel,
+            stride,
+            in_h,
+            in_w,
+            pad_top,
+            pad_left,
+            out_h: (in_h + pad_top + pad_bottom - kernel) / stride + 1,
+            out_w: (in_w + pad_left + pad_right - kernel) / stride + 1,
+        }
+    }
+
     fn geometries() -> Vec<Geometry> {
         let mut out = Vec::new();
-        // The model's shapes (SAME padding) plus odd sizes and asymmetric pads.
-        for (kernel, stride, in_hw, pad) in [
-            (3, 1, 112, 1),
-            (3, 2, 112, 0),
-            (5, 2, 56, 1),
-            (5, 1, 14, 2),
-            (3, 1, 7, 1),
-            (5, 1, 7, 2),
-            (3, 2, 9, 1),
-            (5, 2, 11, 2),
-            (3, 1, 1, 1),
+        // Every depthwise shape of EfficientNet-Lite0 (fewer channels), with
+        // its SAME padding: stride-2 layers pad (0, 1) or (1, 2).
+        for (kernel, stride, hw, before, after) in [
+            (3, 1, 112, 1, 1),
+            (3, 2, 112, 0, 1),
+            (3, 1, 56, 1, 1),
+            (5, 2, 56, 1, 2),
+            (5, 1, 28, 2, 2),
+            (3, 2, 28, 0, 1),
+            (3, 1, 14, 1, 1),
+            (5, 1, 14, 2, 2),
+            (5, 2, 14, 1, 2),
+            (5, 1, 7, 2, 2),
+            (3, 1, 7, 1, 1),
         ] {
-            let out_hw = (in_hw + 2 * pad - kernel) / stride + 1;
-            out.push(Geometry {
-                channels: 3,
-                kernel,
-                stride,
-                in_h: in_hw,
-                in_w: in_hw + 3,
-                pad_top: pad,
-                pad_left: pad,
-                out_h: out_hw,
-                out_w: (in_hw + 3 + 2 * pad - kernel) / stride + 1,
-            });
+            out.push(geometry(
+                5,
+                (kernel, stride),
+                (hw, hw),
+                (before, before, after, after),
+            ));
+        }
+        // Odd and tiny sizes, asymmetric padding, padding wider than the
+        // filter, and VALID crops that leave input columns unused.
+        for (kernel, stride, in_h, in_w, pads) in [
+            (3, 1, 9, 12, (1, 1, 1, 1)),
+            (3, 2, 9, 12, (1, 1, 1, 1)),
+            (5, 2, 11, 14, (2, 2, 2, 2)),
+            (5, 1, 11, 14, (0, 3, 4, 1)),
+            (3, 2, 10, 13, (2, 0, 0, 2)),
+            (3, 1, 1, 4, (1, 1, 1, 1)),
+            (5, 2, 1, 1, (2, 2, 2, 2)),
+            (3, 1, 4, 5, (4, 3, 3, 4)),
+            (5, 2, 17, 33, (0, 0, 0, 0)),
+            (3, 2, 8, 8, (0, 0, 0, 0)),
+            (3, 1, 5, 40, (0, 0, 0, 0)),
+            (5, 1, 3, 3, (2, 2, 2, 2)),
+        ] {
+            out.push(geometry(3, (kernel, stride), (in_h, in_w), pads));
         }
         out
     }
 
-    fn check(fast: fn(&Geometry, &[f32], &[f32], &[f32], Option<(f32, f32)>, &mut [f32])) {
+    fn check_path(path: Path) {
+        if !path.is_available() {
+            eprintln!("skipping {path:?}: not supported by this CPU");
+            return;
+        }
         for (i, geo) in geometries().into_iter().enumerate() {
             let input = values(geo.input_len(), i as u32);
             let weights = values(geo.channels * geo.kernel * geo.kernel, 100 + i as u32);
@@ -301,11 +284,11 @@ mod tests {
             for clamp in [None, Some((0.0, 0.5))] {
                 let expected = depthwise_reference(&geo, &input, &weights, &bias, clamp);
                 let mut got = vec![f32::NAN; geo.output_len()];
-                fast(&geo, &input, &weights, &bias, clamp, &mut got);
+                depthwise_on(path, &geo, &input, &weights, &bias, clamp, &mut got);
                 for (j, (g, e)) in got.iter().zip(&expected).enumerate() {
                     assert!(
                         (g - e).abs() <= 1e-5,
-                        "{geo:?} clamp {clamp:?} at {j}: {g} vs {e}"
+                        "{path:?} {geo:?} clamp {clamp:?} at {j}: {g} vs {e}"
                     );
                 }
             }
@@ -314,25 +297,71 @@ mod tests {
 
     #[test]
     fn portable_path_matches_the_definition() {
-        check(depthwise_portable);
+        check_path(Path::Portable);
+    }
+
+    #[test]
+    fn avx2_path_matches_the_definition() {
+        check_path(Path::Avx2Fma);
+    }
+
+    #[test]
+    fn avx512_path_matches_the_definition() {
+        check_path(Path::Avx512);
     }
 
     #[test]
     fn dispatched_path_matches_the_definition() {
-        check(depthwise);
+        for (i, geo) in geometries().into_iter().enumerate() {
+            let input = values(geo.input_len(), i as u32);
+            let weights = values(geo.channels * geo.kernel * geo.kernel, 1 + i as u32);
+            let bias = values(geo.channels, 2 + i as u32);
+            let expected = depthwise_reference(&geo, &input, &weights, &bias, Some((0.0, 6.0)));
+            let mut got = vec![f32::NAN; geo.output_len()];
+            depthwise(&geo, &input, &weights, &bias, Some((0.0, 6.0)), &mut got);
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() <= 1e-5, "{geo:?}: {g} vs {e}");
+            }
+        }
     }
 
+    /// The vector paths use FMA, so they may round differently from the
+    /// portable path, but only in the last bits.
     #[test]
-    fn vector_and_portable_paths_agree_exactly() {
+    fn vector_and_portable_paths_agree() {
         for geo in geometries() {
             let input = values(geo.input_len(), 7);
             let weights = values(geo.channels * geo.kernel * geo.kernel, 8);
             let bias = values(geo.channels, 9);
-            let mut a = vec![0.0; geo.output_len()];
-            let mut b = vec![0.0; geo.output_len()];
-            depthwise(&geo, &input, &weights, &bias, Some((0.0, 6.0)), &mut a);
-            depthwise_portable(&geo, &input, &weights, &bias, Some((0.0, 6.0)), &mut b);
-            assert_eq!(a, b, "{geo:?}");
+            let mut portable = vec![0.0; geo.output_len()];
+            depthwise_portable(
+                &geo,
+                &input,
+                &weights,
+                &bias,
+                Some((0.0, 6.0)),
+                &mut portable,
+            );
+            for path in Path::ALL.into_iter().filter(|path| path.is_available()) {
+                let mut got = vec![f32::NAN; geo.output_len()];
+                depthwise_on(
+                    path,
+                    &geo,
+                    &input,
+                    &weights,
+                    &bias,
+                    Some((0.0, 6.0)),
+                    &mut got,
+                );
+                for (g, p) in got.iter().zip(&portable) {
+                    assert!((g - p).abs() <= 1e-5, "{path:?} {geo:?}: {g} vs {p}");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn the_best_path_is_available() {
+        assert!(Path::best().is_available());
     }
 }

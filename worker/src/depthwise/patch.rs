@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::kernel::Geometry;
 use super::op::FastDepthwise;
+use crate::fusion::clamp_after;
 
 /// Replaces every depthwise `Conv` the fast kernel supports (f32, NCHW or CHW,
 /// batch 1, square 3x3 or 5x5 filter, stride 1 or 2, no dilation, constant
@@ -41,10 +41,10 @@ fn replace_first(model: &mut TypedModel) -> TractResult<bool> {
         // models is applied while the values are still in registers.
         let mut last = id;
         let mut fused = tvec!(id);
-        if let Some((lo, hi, max_id, min_id)) = clamp_after(model, id, &op.output_shape)? {
-            op.clamp = Some((lo.to_bits(), hi.to_bits()));
-            last = min_id;
-            fused.extend([max_id, min_id]);
+        if let Some(clamp) = clamp_after(model, id, &op.output_shape)? {
+            op.clamp = Some(clamp.bits());
+            last = clamp.min_node;
+            fused.extend([clamp.max_node, clamp.min_node]);
         }
         let mut patch = TypedModelPatch::default();
         let tap = patch.tap_model(model, node.inputs[0])?;
@@ -155,60 +155,4 @@ fn fast_op_for(
         clamp: None,
         output_shape: output_shape.into(),
     }))
-}
-
-/// tract-onnx wires `Clip(x, lo, hi)` as `Min(Max(x, lo), hi)` with constant
-/// bounds. Returns (lo, hi, Max node, Min node) when exactly that follows
-/// node `id` and nothing else reads the intermediate values.
-fn clamp_after(
-    model: &TypedModel,
-    id: usize,
-    shape: &[usize],
-) -> TractResult<Option<(f32, f32, usize, usize)>> {
-    let Some(max) = model.single_succ(id)? else {
-        return Ok(None);
-    };
-    let Some(lo) = constant_bound(model, max, "Max", OutletId::new(id, 0), shape)? else {
-        return Ok(None);
-    };
-    let Some(min) = model.single_succ(max.id)? else {
-        return Ok(None);
-    };
-    let Some(hi) = constant_bound(model, min, "Min", OutletId::new(max.id, 0), shape)? else {
-        return Ok(None);
-    };
-    Ok((lo <= hi).then_some((lo, hi, max.id, min.id)))
-}
-
-/// The uniform constant `node` (a binary `op`) combines `data` with, if the
-/// result keeps `data`'s shape.
-fn constant_bound(
-    model: &TypedModel,
-    node: &TypedNode,
-    op: &str,
-    data: OutletId,
-    shape: &[usize],
-) -> TractResult<Option<f32>> {
-    let Some(bin) = node.op_as::<TypedBinOp>() else {
-        return Ok(None);
-    };
-    if bin.0.name() != op || node.inputs.len() != 2 {
-        return Ok(None);
-    }
-    let other = match (node.inputs[0] == data, node.inputs[1] == data) {
-        (true, false) => node.inputs[1],
-        (false, true) => node.inputs[0],
-        _ => return Ok(None),
-    };
-    if node.outputs[0].fact.shape.as_concrete() != Some(shape) {
-        return Ok(None);
-    }
-    let Some(bound) = model.outlet_fact(other)?.konst.clone() else {
-        return Ok(None);
-    };
-    let Some(uniform) = bound.as_uniform() else {
-        return Ok(None);
-    };
-    let value = uniform.cast_to_scalar::<f32>()?;
-    Ok((!value.is_nan()).then_some(value))
 }

@@ -1,0 +1,492 @@
+//! A 1x1 convolution over CHW planes, `out[co][p] = bias[co] +
+//! sum_ci w[co][ci] * in[ci][p]`, as a matrix product that reads the
+//! activations where they lie: each call computes a tile of
+//! [`BLOCK_CHANNELS`] output channels by a few vectors of pixels with every
+//! accumulator in a register, walking the input channels and broadcasting one
+//! weight per output channel. Only the weights are rearranged, once, when the
+//! op is built ([`PackedWeights`]).
+//!
+//! Tiles sweep all output channels for one strip of pixels before moving to
+//! the next, so that strip (`[cin, tile width]`, at most 48 pixels wide) stays
+//! in L1 or L2 while every weight panel streams past it. Small planes
+//! (7x7) on AVX-512 swap the roles, output channels in the lanes (see
+//! [`CHANNEL_LANES_BELOW`]).
+
+use super::x86;
+
+/// Output channels computed together; the packed weights hold panels of
+/// this many channels, zero-padded at the end.
+pub const BLOCK_CHANNELS: usize = 8;
+
+/// Output channels per panel of the channels-in-lanes layout: two AVX-512
+/// registers.
+pub const CHANNEL_PANEL: usize = 32;
+
+/// Planes smaller than this (the 7x7 layers) run with output channels in
+/// the vector lanes on AVX-512: 49 pixels fill only 49 of the 64 lanes that
+/// four pixel vectors offer, while the channel counts there are multiples
+/// of 32. Larger planes fill their pixel vectors well enough.
+pub const CHANNEL_LANES_BELOW: usize = 128;
+
+/// The weights in the order the kernels read them.
+///
+/// Pixels in lanes (every kernel): for each block of [`BLOCK_CHANNELS`]
+/// output channels, for each input channel, the block's weights side by side
+/// (`panels[(block * cin + ci) * 8 + r]` is `w[block * 8 + r][ci]`), so one
+/// tile's broadcasts walk memory forwards.
+///
+/// Channels in lanes (AVX-512, small planes only): the same with blocks of
+/// [`CHANNEL_PANEL`] channels, so each input channel's weights load as two
+/// vectors.
+#[derive(Debug, Clone)]
+pub struct PackedWeights {
+    input_channels: usize,
+    output_channels: usize,
+    panels: Vec<f32>,
+    /// Padded with zeros to whole blocks.
+    bias: Vec<f32>,
+    channel_panels: Option<ChannelPanels>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelPanels {
+    /// `[cout / 32][cin][32]`, zero-padded like `panels`.
+    pub panels: Vec<f32>,
+    /// Padded with zeros to whole panels.
+    pub bias: Vec<f32>,
+}
+
+impl PackedWeights {
+    /// `weights` is `[output_channels, input_channels]` (OI), `bias` is
+    /// `[output_channels]`. `pixels`, the plane size the op runs on, picks
+    /// which layouts are worth their memory; any size still computes
+    /// correctly.
+    pub fn new(
+        weights: &[f32],
+        bias: &[f32],
+        output_channels: usize,
+        input_channels: usize,
+        pixels: usize,
+    ) -> PackedWeights {
+        assert_eq!(weights.len(), output_channels * input_channels);
+        assert_eq!(bias.len(), output_channels);
+        let (panels, padded_bias) = panels_of(weights, bias, input_channels, BLOCK_CHANNELS);
+        let channel_panels = (pixels < CHANNEL_LANES_BELOW).then(|| {
+            let (panels, bias) = panels_of(weights, bias, input_channels, CHANNEL_PANEL);
+            ChannelPanels { panels, bias }
+        });
+        PackedWeights {
+            input_channels,
+            output_channels,
+            panels,
+            bias: padded_bias,
+            channel_panels,
+        }
+    }
+
+    pub fn input_channels(&self) -> usize {
+        self.input_channels
+    }
+
+    pub fn output_channels(&self) -> usize {
+        self.output_channels
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.bias.len() / BLOCK_CHANNELS
+    }
+
+    /// `[input_channels][BLOCK_CHANNELS]` for output channel block `block`.
+    pub fn panel(&self, block: usize) -> &[f32] {
+        let len = self.input_channels * BLOCK_CHANNELS;
+        &self.panels[block * len..(block + 1) * len]
+    }
+
+    /// `[BLOCK_CHANNELS]`, zero past the last output channel.
+    pub fn block_bias(&self, block: usize) -> &[f32; BLOCK_CHANNELS] {
+        self.bias[block * BLOCK_CHANNELS..(block + 1) * BLOCK_CHANNELS]
+            .try_into()
+            .expect("bias is padded to whole blocks")
+    }
+
+    /// The channels-in-lanes layout, when the plane size asked for it.
+    pub fn channel_panels(&self) -> Option<&ChannelPanels> {
+        self.channel_panels.as_ref()
+    }
+}
+
+/// `weights` (`[cout][cin]`) as `[cout / width][cin][width]` and the bias
+/// padded alike, zeros filling the last panel.
+fn panels_of(
+    weights: &[f32],
+    bias: &[f32],
+    input_channels: usize,
+    width: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let output_channels = bias.len();
+    let blocks = output_channels.div_ceil(width);
+    let mut panels = vec![0f32; blocks * input_channels * width];
+    for co in 0..output_channels {
+        let (block, r) = (co / width, co % width);
+        for ci in 0..input_channels {
+            panels[(block * input_channels + ci) * width + r] = weights[co * input_channels + ci];
+        }
+    }
+    let mut padded_bias = bias.to_vec();
+    padded_bias.resize(blocks * width, 0.0);
+    (panels, padded_bias)
+}
+
+// Compared bit for bit so ops holding them can be `Eq`.
+impl PartialEq for PackedWeights {
+    fn eq(&self, other: &PackedWeights) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // The channel panels are derived from the same weights; whether
+        // they exist only depends on the plane size.
+        self.input_channels == other.input_channels
+            && self.output_channels == other.output_channels
+            && bits(&self.panels) == bits(&other.panels)
+            && bits(&self.bias) == bits(&other.bias)
+            && self.channel_panels.is_some() == other.channel_panels.is_some()
+    }
+}
+
+impl Eq for PackedWeights {}
+
+/// One pointwise convolution to compute: the input and what to apply after
+/// the bias, in the order the ONNX graph does (clamp, then residual add).
+#[derive(Debug, Clone, Copy)]
+pub struct Pointwise<'a> {
+    pub weights: &'a PackedWeights,
+    /// Pixels per channel plane (H * W).
+    pub pixels: usize,
+    /// `[input_channels][pixels]`.
+    pub input: &'a [f32],
+    /// Lower and upper bound (ReLU6 and the like).
+    pub clamp: Option<(f32, f32)>,
+    /// `[output_channels][pixels]`, added last (a residual connection).
+    pub residual: Option<&'a [f32]>,
+}
+
+impl Pointwise<'_> {
+    pub fn output_len(&self) -> usize {
+        self.weights.output_channels * self.pixels
+    }
+
+    /// Panics unless the slices match the shapes: what the vector kernels'
+    /// unchecked loads and stores rely on.
+    pub(super) fn check(&self, output: &[f32]) {
+        assert_eq!(
+            self.input.len(),
+            self.weights.input_channels * self.pixels,
+            "input is not [cin, pixels]"
+        );
+        assert_eq!(
+            output.len(),
+            self.output_len(),
+            "output is not [cout, pixels]"
+        );
+        if let Some(residual) = self.residual {
+            assert_eq!(
+                residual.len(),
+                self.output_len(),
+                "residual is not [cout, pixels]"
+            );
+        }
+    }
+}
+
+/// The instruction sets with a kernel of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// 16 pixels per register, masked tails.
+    Avx512,
+    /// 8 pixels per register, masked tails; needs FMA too.
+    Avx2Fma,
+    /// Plain Rust the compiler vectorises for the baseline target (SSE2,
+    /// NEON); the only path off x86-64.
+    Portable,
+}
+
+impl Isa {
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Isa {
+        Isa::all()
+            .into_iter()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// Fastest first.
+    pub fn all() -> [Isa; 3] {
+        [Isa::Avx512, Isa::Avx2Fma, Isa::Portable]
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Avx512 => x86::has_avx512(),
+            Isa::Avx2Fma => x86::has_avx2_fma(),
+            Isa::Portable => true,
+        }
+    }
+}
+
+/// Computes `conv` into `output` (`[output_channels][pixels]`) on the
+/// fastest kernel the CPU has.
+pub fn pointwise(conv: &Pointwise, output: &mut [f32]) {
+    pointwise_on(Isa::best(), conv, output);
+}
+
+/// [`pointwise`] on a chosen kernel. Panics if the CPU lacks `isa` or the
+/// slices do not match the shapes.
+pub fn pointwise_on(isa: Isa, conv: &Pointwise, output: &mut [f32]) {
+    conv.check(output);
+    assert!(isa.is_available(), "{isa:?} is not supported by this CPU");
+    match isa {
+        Isa::Avx512 => x86::pointwise_avx512(conv, output),
+        Isa::Avx2Fma => x86::pointwise_avx2(conv, output),
+        Isa::Portable => pointwise_portable(conv, output),
+    }
+}
+
+/// Pixels per portable tile: 8 x 8 accumulators, which the compiler keeps in
+/// the 16 SSE or 32 NEON registers.
+const PORTABLE_TILE: usize = 8;
+
+fn pointwise_portable(conv: &Pointwise, output: &mut [f32]) {
+    let pixels = conv.pixels;
+    let full = pixels / PORTABLE_TILE * PORTABLE_TILE;
+    for start in (0..full).step_by(PORTABLE_TILE) {
+        for block in 0..conv.weights.blocks() {
+            portable_tile::<PORTABLE_TILE>(conv, block, start, output);
+        }
+    }
+    // The last few pixels one at a time, in the same order of operations.
+    for start in full..pixels {
+        for block in 0..conv.weights.blocks() {
+            portable_tile::<1>(conv, block, start, output);
+        }
+    }
+}
+
+#[inline(always)]
+fn portable_tile<const WIDTH: usize>(
+    conv: &Pointwise,
+    block: usize,
+    start: usize,
+    output: &mut [f32],
+) {
+    let weights = conv.weights;
+    let pixels = conv.pixels;
+    let mut acc = [[0f32; WIDTH]; BLOCK_CHANNELS];
+    for (row, bias) in acc.iter_mut().zip(weights.block_bias(block)) {
+        *row = [*bias; WIDTH];
+    }
+    let panel = weights.panel(block);
+    for ci in 0..weights.input_channels {
+        let x: &[f32; WIDTH] = conv.input[ci * pixels + start..][..WIDTH]
+            .try_into()
+            .expect("tile lies inside the plane");
+        let w = &panel[ci * BLOCK_CHANNELS..(ci + 1) * BLOCK_CHANNELS];
+        for (row, w) in acc.iter_mut().zip(w) {
+            for (a, x) in row.iter_mut().zip(x) {
+                *a += w * x;
+            }
+        }
+    }
+    let rows = (weights.output_channels - block * BLOCK_CHANNELS).min(BLOCK_CHANNELS);
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        let at = (block * BLOCK_CHANNELS + r) * pixels + start;
+        let out = &mut output[at..at + WIDTH];
+        for (i, (o, v)) in out.iter_mut().zip(row).enumerate() {
+            let mut v = *v;
+            if let Some((lo, hi)) = conv.clamp {
+                v = v.max(lo).min(hi);
+            }
+            if let Some(residual) = conv.residual {
+                v += residual[at + i];
+            }
+            *o = v;
+        }
+    }
+}
+
+/// The textbook definition in f64: what every kernel is tested against.
+/// `weights` is `[output_channels][input_channels]`.
+pub fn pointwise_reference(
+    weights: &[f32],
+    bias: &[f32],
+    pixels: usize,
+    input: &[f32],
+    clamp: Option<(f32, f32)>,
+    residual: Option<&[f32]>,
+) -> Vec<f64> {
+    let cout = bias.len();
+    let cin = weights.len() / cout;
+    let mut out = vec![0f64; cout * pixels];
+    for co in 0..cout {
+        for p in 0..pixels {
+            let mut acc = f64::from(bias[co]);
+            for ci in 0..cin {
+                acc += f64::from(weights[co * cin + ci]) * f64::from(input[ci * pixels + p]);
+            }
+            if let Some((lo, hi)) = clamp {
+                acc = acc.max(f64::from(lo)).min(f64::from(hi));
+            }
+            if let Some(residual) = residual {
+                acc += f64::from(residual[co * pixels + p]);
+            }
+            out[co * pixels + p] = acc;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) without a random-number crate.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// (cout, cin, pixels): EfficientNet-Lite0's shapes (some scaled down)
+    /// plus channel counts off the block size and pixel counts off every
+    /// vector width.
+    const SHAPES: [(usize, usize, usize); 19] = [
+        (16, 32, 12544),
+        (96, 16, 784),
+        (24, 144, 3136),
+        (192, 1152, 49),
+        (1280, 32, 49),
+        (80, 480, 196),
+        (1, 1, 1),
+        (3, 5, 7),
+        (9, 3, 17),
+        (13, 7, 33),
+        (7, 19, 47),
+        (17, 2, 48),
+        (8, 8, 49),
+        (15, 11, 63),
+        (33, 65, 97),
+        (5, 300, 129),
+        (9, 5, 161),
+        (3, 17, 130),
+        (50, 40, 64),
+    ];
+
+    /// Worst error allowed: 1e-5 of the sum of the magnitudes of the terms,
+    /// which bounds f32 rounding whatever the order of the additions.
+    fn tolerance(weights: &[f32], bias: &[f32], input: &[f32], pixels: usize) -> Vec<f64> {
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+        pointwise_reference(&abs(weights), &abs(bias), pixels, &abs(input), None, None)
+            .into_iter()
+            .map(|m| 1e-5 * (m + 1.0))
+            .collect()
+    }
+
+    fn check(isa: Isa) {
+        for (i, &(cout, cin, pixels)) in SHAPES.iter().enumerate() {
+            let seed = i as u32 * 10;
+            let weights = values(cout * cin, seed);
+            let bias = values(cout, seed + 1);
+            let input = values(cin * pixels, seed + 2);
+            let residual = values(cout * pixels, seed + 3);
+            let packed = PackedWeights::new(&weights, &bias, cout, cin, pixels);
+            let tolerance = tolerance(&weights, &bias, &input, pixels);
+            for clamp in [None, Some((0.0, 0.5))] {
+                for residual in [None, Some(residual.as_slice())] {
+                    let conv = Pointwise {
+                        weights: &packed,
+                        pixels,
+                        input: &input,
+                        clamp,
+                        residual,
+                    };
+                    let expected =
+                        pointwise_reference(&weights, &bias, pixels, &input, clamp, residual);
+                    let mut got = vec![f32::NAN; conv.output_len()];
+                    pointwise_on(isa, &conv, &mut got);
+                    for (j, ((g, e), t)) in got.iter().zip(&expected).zip(&tolerance).enumerate() {
+                        assert!(
+                            (f64::from(*g) - e).abs() <= *t,
+                            "{isa:?} cout {cout} cin {cin} pixels {pixels} clamp {clamp:?} \
+                             residual {} at {j}: {g} vs {e}",
+                            residual.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_path_matches_the_definition() {
+        check(Isa::Portable);
+    }
+
+    #[test]
+    fn avx2_path_matches_the_definition() {
+        if Isa::Avx2Fma.is_available() {
+            check(Isa::Avx2Fma);
+        } else {
+            eprintln!("skipped: no AVX2+FMA on this CPU");
+        }
+    }
+
+    #[test]
+    fn avx512_path_matches_the_definition() {
+        if Isa::Avx512.is_available() {
+            check(Isa::Avx512);
+        } else {
+            eprintln!("skipped: no AVX-512F on this CPU");
+        }
+    }
+
+    #[test]
+    fn dispatched_path_matches_the_definition() {
+        let (cout, cin, pixels) = (21, 13, 53);
+        let weights = values(cout * cin, 1);
+        let bias = values(cout, 2);
+        let input = values(cin * pixels, 3);
+        let packed = PackedWeights::new(&weights, &bias, cout, cin, pixels);
+        let conv = Pointwise {
+            weights: &packed,
+            pixels,
+            input: &input,
+            clamp: Some((-0.25, 0.25)),
+            residual: None,
+        };
+        let mut got = vec![f32::NAN; conv.output_len()];
+        pointwise(&conv, &mut got);
+        let expected = pointwise_reference(&weights, &bias, pixels, &input, conv.clamp, None);
+        let tolerance = tolerance(&weights, &bias, &input, pixels);
+        for ((g, e), t) in got.iter().zip(&expected).zip(&tolerance) {
+            assert!((f64::from(*g) - e).abs() <= *t, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn packing_pads_channels_to_whole_blocks() {
+        let packed = PackedWeights::new(&values(10 * 3, 4), &values(10, 5), 10, 3, 1000);
+        assert_eq!(packed.blocks(), 2);
+        assert_eq!(packed.panel(1).len(), 3 * BLOCK_CHANNELS);
+        assert_eq!(packed.block_bias(1)[2..], [0.0; 6]);
+        assert!(packed.channel_panels().is_none());
+        let small = PackedWeights::new(&values(40 * 3, 4), &values(40, 5), 40, 3, 49);
+        let channel = small
+            .channel_panels()
+            .expect("7x7 planes get channel panels");
+        assert_eq!(channel.panels.len(), 2 * 3 * CHANNEL_PANEL);
+        assert_eq!(channel.bias[40..], [0.0; 24]);
+    }
+}

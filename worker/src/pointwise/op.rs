@@ -1,0 +1,122 @@
+//! [`FastPointwise`]: a tract operator running [`super::kernel::pointwise`]
+//! with its weights and bias baked in (constants in every model we patch),
+//! optionally a fused clamp (ReLU6) and a fused residual `Add` whose other
+//! operand becomes the op's second input.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::kernel::{pointwise, PackedWeights, Pointwise};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastPointwise {
+    pub weights: Arc<PackedWeights>,
+    /// Lower and upper bound applied after the bias, as bit patterns so the
+    /// op stays `Eq` (tract compares ops to deduplicate nodes).
+    pub clamp: Option<(u32, u32)>,
+    /// Whether a second input, shaped like the output, is added last.
+    pub residual: bool,
+    /// H * W.
+    pub pixels: usize,
+    /// `[1, cout, h, w]` or `[cout, h, w]`.
+    pub output_shape: TVec<usize>,
+}
+
+impl FastPointwise {
+    pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
+        self.clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
+    }
+
+    fn input_count(&self) -> usize {
+        1 + usize::from(self.residual)
+    }
+}
+
+impl Op for FastPointwise {
+    fn name(&self) -> StaticName {
+        "FastPointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "cin {} cout {} pixels {} clamp {:?} residual {}",
+            self.weights.input_channels(),
+            self.weights.output_channels(),
+            self.pixels,
+            self.clamp_bounds(),
+            self.residual
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastPointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(
+            inputs.len() == self.input_count(),
+            "FastPointwise: wrong input count"
+        );
+        let input_view = inputs[0].try_as_plain_ram()?;
+        let residual_view = match inputs.get(1) {
+            Some(residual) => Some(residual.try_as_plain_ram()?),
+            None => None,
+        };
+        let residual = match &residual_view {
+            Some(view) => Some(view.as_slice::<f32>()?),
+            None => None,
+        };
+        let conv = Pointwise {
+            weights: &self.weights,
+            pixels: self.pixels,
+            input: input_view.as_slice::<f32>()?,
+            clamp: self.clamp_bounds(),
+            residual,
+        };
+        ensure!(
+            conv.input.len() == self.weights.input_channels() * self.pixels
+                && residual.is_none_or(|r| r.len() == conv.output_len()),
+            "FastPointwise: input shapes do not match the op"
+        );
+        // SAFETY: the kernel writes every element of the output before
+        // anything reads it; skipping the zeroing saves a pass over up to
+        // 5 MB per node. (tract's own ops allocate their outputs this way.)
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        {
+            let mut output_view = output.try_as_plain_ram_mut()?;
+            pointwise(&conv, output_view.as_slice_mut::<f32>()?);
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastPointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs.len() == self.input_count(),
+            "FastPointwise takes {} inputs",
+            self.input_count()
+        );
+        ensure!(
+            inputs.iter().all(|i| i.datum_type == f32::datum_type()),
+            "FastPointwise is f32 only"
+        );
+        Ok(tvec!(f32::fact(&*self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let fma = self.weights.output_channels() * self.weights.input_channels() * self.pixels;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fma.into())))
+    }
+
+    as_op!();
+}
