@@ -14,6 +14,7 @@ use crate::depthwise::use_fast_depthwise;
 use crate::error::{ClassifyError, ModelError};
 use crate::manifest::ModelManifest;
 use crate::preprocess::preprocess;
+use crate::stem::op::FastStemConv;
 
 /// How many classes a result lists.
 pub const TOP_K: usize = 5;
@@ -60,7 +61,8 @@ impl Classification {
 /// Which implementation runs the operators tract is slow at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kernels {
-    /// Depthwise convolutions on our own kernel (`crate::depthwise`).
+    /// Depthwise, pointwise and stem convolutions on our own kernels
+    /// (`crate::depthwise`, `crate::pointwise`, `crate::stem`).
     #[default]
     Fast,
     /// Everything on tract's own operators: the reference the fast path is
@@ -190,6 +192,16 @@ impl Classifier {
             .count()
     }
 
+    /// How many operators of the plan run on [`crate::stem`]'s kernel.
+    pub fn fast_stem_nodes(&self) -> usize {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .filter(|node| node.op_is::<FastStemConv>())
+            .count()
+    }
+
     fn check_output_width(&self) -> Result<(), ModelError> {
         let size = self.manifest.input_size as usize;
         let width = self
@@ -264,6 +276,9 @@ fn load_plan(manifest: &ModelManifest, kernels: Kernels) -> Result<Plan, ModelEr
         tracing::debug!(replaced, "depthwise convolutions on the fast kernel");
         let replaced = crate::pointwise::use_fast_pointwise(&mut typed).map_err(onnx_error)?;
         tracing::debug!(replaced, "pointwise convolutions on the fast kernel");
+        // Last, so the only convolutions left to it are the regular ones.
+        let replaced = crate::stem::use_fast_stem(&mut typed).map_err(onnx_error)?;
+        tracing::debug!(replaced, "stem convolutions on the fast kernel");
     }
     typed
         .into_optimized()

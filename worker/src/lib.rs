@@ -11,6 +11,7 @@ pub mod jpeg_scaled;
 pub mod manifest;
 pub mod pointwise;
 pub mod preprocess;
+pub mod stem;
 
 pub use classifier::{Classification, Classifier, Kernels, Prediction, StageTimings, TOP_K};
 pub use error::{ClassifyError, ModelError};

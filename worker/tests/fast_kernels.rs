@@ -1,6 +1,6 @@
-//! The fast depthwise kernel changes speed, not answers: on every sample
-//! photo its logits stay within 1e-4 (relative to the largest logit) of
-//! tract's own operators.
+//! The fast kernels (depthwise, pointwise, stem) change speed, not answers:
+//! on every sample photo the logits stay within 1e-4 (relative to the
+//! largest logit) of tract's own operators.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,9 @@ fn fast_kernels_match_plain_tract_on_every_sample() {
     // EfficientNet-Lite0 has 16 depthwise convolutions, each followed by ReLU6.
     assert_eq!(fast.fast_depthwise_nodes(), 16);
     assert_eq!(plain.fast_depthwise_nodes(), 0);
+    // ... and one regular convolution, the stem.
+    assert_eq!(fast.fast_stem_nodes(), 1);
+    assert_eq!(plain.fast_stem_nodes(), 0);
 
     let samples = repo_root().join("tests/samples");
     let mut checked = 0;

@@ -1,0 +1,100 @@
+//! [`FastStemConv`]: a tract operator running [`super::kernel::conv`] with
+//! its filter and bias baked in (constants in every model we patch) and
+//! optionally a fused clamp (ReLU6).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::im2col::Geometry;
+use super::kernel::conv;
+use crate::pointwise::kernel::PackedWeights;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastStemConv {
+    pub geometry: Geometry,
+    /// The OIHW filter as `[cout][cin * kh * kw]`, with the bias.
+    pub weights: Arc<PackedWeights>,
+    /// Lower and upper bound applied after the bias, as bit patterns so the
+    /// op stays `Eq` (tract compares ops to deduplicate nodes).
+    pub clamp: Option<(u32, u32)>,
+    /// `[1, cout, out_h, out_w]` or `[cout, out_h, out_w]`.
+    pub output_shape: TVec<usize>,
+}
+
+impl FastStemConv {
+    pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
+        self.clamp
+            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
+    }
+}
+
+impl Op for FastStemConv {
+    fn name(&self) -> StaticName {
+        "FastStemConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} cout {} clamp {:?}",
+            self.geometry,
+            self.weights.output_channels(),
+            self.clamp_bounds()
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastStemConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let input_view = input.try_as_plain_ram()?;
+        let data = input_view.as_slice::<f32>()?;
+        ensure!(
+            data.len() == self.geometry.input_len(),
+            "FastStemConv: input shape does not match the op"
+        );
+        // SAFETY: `conv` hands the whole output to the pointwise kernel,
+        // which writes every element before anything reads it (as in
+        // `FastPointwise`); skipping the zeroing saves a pass over 1.6 MB.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        {
+            let mut output_view = output.try_as_plain_ram_mut()?;
+            conv(
+                &self.geometry,
+                &self.weights,
+                data,
+                self.clamp_bounds(),
+                output_view.as_slice_mut::<f32>()?,
+            );
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastStemConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "FastStemConv takes one input");
+        ensure!(
+            inputs[0].datum_type == f32::datum_type(),
+            "FastStemConv is f32 only"
+        );
+        Ok(tvec!(f32::fact(&*self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geometry;
+        let fma = self.weights.output_channels() * g.patch_len() * g.out_pixels();
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fma.into())))
+    }
+
+    as_op!();
+}

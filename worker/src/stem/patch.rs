@@ -1,0 +1,252 @@
+//! Rewrites a decluttered tract model so its stem convolution runs on
+//! [`FastStemConv`]; everything else is left to tract.
+//!
+//! Run it after [`crate::depthwise`] and [`crate::pointwise`] have taken
+//! theirs: by then the only `Conv` nodes left in a MobileNet-style model
+//! are regular convolutions, and this takes those whose im2col matrix is
+//! small (few input channels, like the RGB stem).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::im2col::Geometry;
+use super::op::FastStemConv;
+use crate::fusion::clamp_after;
+use crate::pointwise::kernel::PackedWeights;
+
+/// Rows of the im2col matrix (`cin * kh * kw`) beyond which a convolution is
+/// left to tract: the matrix is that many times the output plane, which is
+/// cheap for an RGB stem (27 rows for 3x3, 147 for 7x7) but would dwarf the
+/// activations of an inner layer.
+pub const MAX_PATCH_LEN: usize = 160;
+
+/// Replaces every ungrouped `Conv` with a small im2col matrix (f32, NCHW or
+/// CHW, batch 1, no dilation, constant filter and bias, any padding and
+/// stride), fusing a following clamp (ReLU6). Returns how many were
+/// replaced. Call it on a decluttered model, before `into_optimized`, which
+/// would otherwise lower them to tract's im2col and matmul (plus a `Pad`
+/// node for asymmetric padding).
+pub fn use_fast_stem(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    // Applying a patch may renumber nodes, so look again from scratch after
+    // each one; replaced nodes are no longer `Conv`, so this ends.
+    while replace_first(model)? {
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// Replaces the first supported `Conv` in evaluation order; false when there
+/// is none left.
+fn replace_first(model: &mut TypedModel) -> TractResult<bool> {
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some(mut op) = fast_op_for(model, node, conv)? else {
+            continue;
+        };
+        // The stem of MobileNet-style models ends in ReLU6, applied while
+        // the values are still in registers.
+        let mut last = id;
+        let mut fused = tvec!(id);
+        if let Some(clamp) = clamp_after(model, id, &op.output_shape)? {
+            op.clamp = Some(clamp.bits());
+            last = clamp.min_node;
+            fused.extend([clamp.max_node, clamp.min_node]);
+        }
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+        for id in fused {
+            patch.obliterate(id)?;
+        }
+        patch.apply(model)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn fast_op_for(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<FastStemConv>> {
+    let spec = &conv.pool_spec;
+    let plain = conv.q_params.is_none()
+        && conv.group == 1
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && spec.kernel_shape.len() == 2
+        && spec.dilations().iter().all(|d| *d == 1)
+        && node.inputs.len() == 3;
+    if !plain {
+        return Ok(None);
+    }
+    let input_fact = model.outlet_fact(node.inputs[0])?;
+    let output_fact = &node.outputs[0].fact;
+    let (Some(input_shape), Some(output_shape)) = (
+        input_fact.shape.as_concrete(),
+        output_fact.shape.as_concrete(),
+    ) else {
+        return Ok(None);
+    };
+    // NCHW with a batch of 1, or CHW once tract has dropped that axis.
+    let batch_of_one = |shape: &[usize]| match shape.len() {
+        4 => shape[0] == 1,
+        3 => true,
+        _ => false,
+    };
+    if input_fact.datum_type != f32::datum_type()
+        || output_fact.datum_type != f32::datum_type()
+        || !batch_of_one(input_shape)
+        || !batch_of_one(output_shape)
+    {
+        return Ok(None);
+    }
+    let rank = input_shape.len();
+    let (cin, cout) = (spec.input_channels, spec.output_channels);
+    let (in_h, in_w) = (input_shape[rank - 2], input_shape[rank - 1]);
+    let kernel = spec.kernel_shape.as_slice();
+    let strides = spec.strides();
+    let padding = spec.computed_padding(&[in_h, in_w]);
+    let geometry = Geometry {
+        input_channels: cin,
+        kernel_h: kernel[0],
+        kernel_w: kernel[1],
+        stride_h: strides[0],
+        stride_w: strides[1],
+        in_h,
+        in_w,
+        pad_top: padding[0].pad_before,
+        pad_left: padding[1].pad_before,
+        out_h: padding[0].convoluted,
+        out_w: padding[1].convoluted,
+    };
+    if !geometry.is_valid()
+        || geometry.patch_len() > MAX_PATCH_LEN
+        || input_shape[rank - 3] != cin
+        || output_shape[output_shape.len() - 3..] != [cout, geometry.out_h, geometry.out_w]
+    {
+        return Ok(None);
+    }
+    let (Some(weights), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    if weights.len() != cout * geometry.patch_len() || !(bias.len() == cout || bias.len() == 1) {
+        return Ok(None);
+    }
+    // OIHW flattened is already `[cout][cin * kh * kw]` in im2col row order.
+    let weights = weights.cast_to::<f32>()?;
+    let bias = {
+        let bias = bias.cast_to::<f32>()?;
+        let values = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        // A scalar bias applies to every channel.
+        if values.len() == 1 {
+            vec![values[0]; cout]
+        } else {
+            values
+        }
+    };
+    let weights = PackedWeights::new(
+        weights.try_as_plain_ram()?.as_slice::<f32>()?,
+        &bias,
+        cout,
+        geometry.patch_len(),
+        geometry.out_pixels(),
+    );
+    Ok(Some(FastStemConv {
+        geometry,
+        weights: Arc::new(weights),
+        clamp: None,
+        output_shape: output_shape.into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn efficientnet() -> TypedModel {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/efficientnet-lite0.onnx");
+        tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, 224, 224]).into()))
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .unwrap()
+    }
+
+    #[test]
+    fn replaces_the_stem_of_efficientnet_lite0_and_nothing_else() {
+        let mut model = efficientnet();
+        crate::depthwise::use_fast_depthwise(&mut model).unwrap();
+        crate::pointwise::use_fast_pointwise(&mut model).unwrap();
+        assert_eq!(use_fast_stem(&mut model).unwrap(), 1);
+        let ops: Vec<&FastStemConv> = model
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<FastStemConv>())
+            .collect();
+        assert_eq!(ops.len(), 1);
+        let stem = ops[0];
+        assert_eq!(stem.clamp_bounds(), Some((0.0, 6.0)));
+        assert_eq!(
+            stem.geometry,
+            Geometry {
+                input_channels: 3,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h: 2,
+                stride_w: 2,
+                in_h: 224,
+                in_w: 224,
+                pad_top: 0,
+                pad_left: 0,
+                out_h: 112,
+                out_w: 112,
+            }
+        );
+        // Every convolution of the model now runs on our kernels.
+        assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>()));
+    }
+
+    #[test]
+    fn patched_model_matches_tract_on_a_ramp() {
+        let plain = efficientnet();
+        let mut fast = plain.clone();
+        use_fast_stem(&mut fast).unwrap();
+        let input: Vec<f32> = (0..3 * 224 * 224)
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect();
+        let input = Tensor::from_shape(&[1, 3, 224, 224], &input).unwrap();
+        let run = |model: TypedModel| -> Vec<f32> {
+            let out = model
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .and_then(|p| p.run(tvec!(input.clone().into_tvalue())))
+                .unwrap();
+            out[0]
+                .to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect()
+        };
+        let (want, got) = (run(plain), run(fast));
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * scale, "logit {i}: {g} vs {w}");
+        }
+    }
+}
