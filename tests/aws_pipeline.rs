@@ -64,8 +64,18 @@ impl Mirror {
             .filter(|id| !live.contains(id))
             .cloned()
             .collect();
-        for id in gone {
-            let child = self.workers.remove(&id).unwrap();
+        // SIGTERM them all first: each may take a few seconds to finish.
+        let stopping: Vec<(String, Child)> = gone
+            .into_iter()
+            .map(|id| {
+                let child = self.workers.remove(&id).unwrap();
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGTERM);
+                }
+                (id, child)
+            })
+            .collect();
+        for (id, child) in stopping {
             stop(child, &id);
         }
     }
@@ -152,9 +162,12 @@ fn uploads_go_through_sqs_workers_and_s3_while_the_fleet_scales() {
             .all(|i| i.state == InstanceState::Draining)
             .then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        "every mirrored worker to stop",
+        Duration::from_secs(60),
+        || (mirroring.latest() == Some(0)).then_some(()),
+    );
     let workers = mirroring.finish();
-    assert_eq!(workers.last(), Some(&0), "every mirrored worker stopped");
     let peak = workers.iter().copied().max().unwrap();
     assert!(
         (1..=4).contains(&peak),

@@ -245,29 +245,41 @@ impl Drop for Process {
 /// the peak fleet size during a test.
 pub struct Sampler<T> {
     running: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<T>>,
+    samples: Arc<Mutex<Vec<T>>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-impl<T: Send + 'static> Sampler<T> {
+impl<T: Clone + Send + 'static> Sampler<T> {
     pub fn start(mut probe: impl FnMut() -> T + Send + 'static) -> Sampler<T> {
         let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flag = Arc::clone(&running);
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (flag, sink) = (Arc::clone(&running), Arc::clone(&samples));
         let thread = std::thread::spawn(move || {
-            let mut samples = Vec::new();
             while flag.load(std::sync::atomic::Ordering::Relaxed) {
-                samples.push(probe());
+                let sample = probe();
+                sink.lock().unwrap().push(sample);
                 std::thread::sleep(Duration::from_millis(100));
             }
-            samples
         });
-        Sampler { running, thread }
+        Sampler {
+            running,
+            samples,
+            thread,
+        }
+    }
+
+    /// The newest sample, if any was taken yet.
+    pub fn latest(&self) -> Option<T> {
+        self.samples.lock().unwrap().last().cloned()
     }
 
     /// Stops sampling; every sample taken, in order.
     pub fn finish(self) -> Vec<T> {
         self.running
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().expect("sampler thread")
+        self.thread.join().expect("sampler thread");
+        let samples = self.samples.lock().unwrap().clone();
+        samples
     }
 }
 
