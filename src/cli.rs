@@ -62,6 +62,9 @@ pub struct LoadArgs {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// Print the summary as one JSON object (for scripts and benches).
+    #[arg(long)]
+    pub json: bool,
     /// Image files to upload.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -79,9 +82,11 @@ pub struct LimitArgs {
     /// Fewest instances, whatever the policy says.
     #[arg(long, default_value_t = 0)]
     pub min_instances: u32,
-    /// Hard cap on instances, whatever the policy says.
-    #[arg(long, default_value_t = 20)]
-    pub max_instances: u32,
+    /// Hard cap on instances, whatever the policy says (default: 20 EC2
+    /// instances; local worker processes: one per CPU core, which gave the
+    /// best throughput in `cargo bench --bench pipeline`).
+    #[arg(long)]
+    pub max_instances: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -307,6 +312,10 @@ pub struct BenchArgs {
     /// replace), for a before/after in the same run.
     #[arg(long)]
     pub plain_tract: bool,
+    /// Also time every node of the plan and print where inference time
+    /// goes, by operator kind (with --plain-tract, for both plans).
+    #[arg(long)]
+    pub profile: bool,
     /// Internal: load the model, print a ready line, exit.
     #[arg(long, hide = true)]
     pub probe_startup: bool,

@@ -35,6 +35,9 @@ fn policy_edits_apply_live_and_broken_edits_do_not() {
     let args = [
         "serve",
         "--dry-run",
+        // The local default is one worker per core; this test wants room.
+        "--max-instances",
+        "20",
         "--interval-ms",
         "200",
         "--policy",

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use imagefleet_worker::bench::{measure_stages, memory, StageSummary, Summary};
+use imagefleet_worker::bench::{
+    format_profile, measure_stages, memory, profile_image, StageSummary, Summary,
+};
 use imagefleet_worker::{Classifier, Kernels};
 use serde::Deserialize;
 
@@ -62,19 +64,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<bool> {
         println!("  worker at ready: {probe}");
     }
 
+    if args.profile {
+        print_profile(&classifier, &images[0], args.iterations)?;
+    }
+
     if args.plain_tract {
         let plain = Classifier::load_with_kernels(&args.model.manifest_path(), Kernels::Tract)
             .context("loading the model on tract's own operators")?;
         measure_stages(&plain, &images, 1)?;
-        let plain =
+        let stages =
             measure_stages(&plain, &images, args.iterations)?.context("no images to measure")?;
         println!();
         println!("same model on tract's own operators (no fast kernels)");
-        print_summary("inference", &plain.inference);
+        print_summary("inference", &stages.inference);
         println!(
             "  fast kernels speed-up {:.2}x (median)",
-            plain.inference.median_ms / ours.inference.median_ms
+            stages.inference.median_ms / ours.inference.median_ms
         );
+        if args.profile {
+            print_profile(&plain, &images[0], args.iterations)?;
+        }
     }
 
     if let Some(python) = &args.compare_ort {
@@ -109,6 +118,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// The operator table: where one image's inference time goes.
+fn print_profile(classifier: &Classifier, image: &[u8], iterations: usize) -> anyhow::Result<()> {
+    let costs = profile_image(classifier, image, iterations)?;
+    print!("{}", format_profile(&costs, iterations));
+    Ok(())
 }
 
 fn print_stages(s: &StageSummary) {

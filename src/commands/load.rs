@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::Serialize;
 
 use crate::cli::LoadArgs;
 
@@ -68,7 +69,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<bool> {
     }
     let elapsed = started.elapsed();
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(report(&outcomes, elapsed))
+    report(&summarise(&outcomes, elapsed), args.json)
 }
 
 fn upload(client: &reqwest::blocking::Client, url: &str, name: &str, bytes: Vec<u8>) -> Outcome {
@@ -86,42 +87,77 @@ fn upload(client: &reqwest::blocking::Client, url: &str, name: &str, bytes: Vec<
     }
 }
 
-/// Prints the summary; false when any request failed.
-fn report(outcomes: &[Outcome], elapsed: Duration) -> bool {
+/// What a load run measured; `load --json` prints it as one object.
+#[derive(Debug, Serialize)]
+struct LoadSummary<'a> {
+    requests: usize,
+    seconds: f64,
+    images_per_s: f64,
+    failed: usize,
+    /// p50, p90, p99 and max, in milliseconds; absent without requests.
+    latency_ms: Option<Latency>,
+    /// How often each answer (label, `HTTP <status>` or error) came back.
+    answers: BTreeMap<&'a str, usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn summarise(outcomes: &[Outcome], elapsed: Duration) -> LoadSummary<'_> {
     let mut latencies: Vec<f64> = outcomes
         .iter()
         .map(|o| o.latency.as_secs_f64() * 1e3)
         .collect();
     latencies.sort_by(f64::total_cmp);
     let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let latency_ms = (!latencies.is_empty()).then(|| Latency {
+        p50: quantile(0.5),
+        p90: quantile(0.9),
+        p99: quantile(0.99),
+        max: latencies[latencies.len() - 1],
+    });
     let mut answers: BTreeMap<&str, usize> = BTreeMap::new();
     for outcome in outcomes {
         *answers.entry(outcome.answer.as_str()).or_default() += 1;
     }
-    let failed = outcomes
-        .iter()
-        .filter(|o| o.answer.starts_with("HTTP ") || o.answer.starts_with("error: "))
-        .count();
+    LoadSummary {
+        requests: outcomes.len(),
+        seconds: elapsed.as_secs_f64(),
+        images_per_s: outcomes.len() as f64 / elapsed.as_secs_f64(),
+        failed: outcomes
+            .iter()
+            .filter(|o| o.answer.starts_with("HTTP ") || o.answer.starts_with("error: "))
+            .count(),
+        latency_ms,
+        answers,
+    }
+}
+
+/// Prints the summary; false when any request failed.
+fn report(summary: &LoadSummary, json: bool) -> anyhow::Result<bool> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(summary.failed == 0);
+    }
     println!(
         "{} requests in {:.2} s: {:.1} images/s; {} failed",
-        outcomes.len(),
-        elapsed.as_secs_f64(),
-        outcomes.len() as f64 / elapsed.as_secs_f64(),
-        failed
+        summary.requests, summary.seconds, summary.images_per_s, summary.failed
     );
-    if !latencies.is_empty() {
+    if let Some(l) = &summary.latency_ms {
         println!(
             "latency ms: p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}",
-            quantile(0.5),
-            quantile(0.9),
-            quantile(0.99),
-            latencies[latencies.len() - 1]
+            l.p50, l.p90, l.p99, l.max
         );
     }
-    for (answer, count) in answers {
+    for (answer, count) in &summary.answers {
         println!("{count:>6}  {answer}");
     }
-    failed == 0
+    Ok(summary.failed == 0)
 }
 
 fn display(path: &std::path::Path) -> String {

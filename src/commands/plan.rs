@@ -1,13 +1,14 @@
 //! `imagefleet plan`: the policy's answer for one hypothetical state.
 
 use crate::cli::PlanArgs;
+use crate::commands::controller::DEFAULT_MAX_INSTANCES;
 use crate::controller::plan::{observe, plan};
 use crate::fleet::{Instance, InstanceState};
 use crate::policy::PolicySource;
 use crate::queue::QueueDepth;
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
-    let limits = args.limits.limits()?;
+    let limits = args.limits.limits(DEFAULT_MAX_INSTANCES)?;
     let mut policy = PolicySource::open(&args.policy.path())?;
     let busy = args.in_flight.min(u64::from(args.running)) as u32;
     let idle = args.idle.unwrap_or(args.running - busy).min(args.running);

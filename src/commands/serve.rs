@@ -2,7 +2,7 @@
 //! command. The fleet starts empty and follows the policy.
 
 use crate::cli::ServeArgs;
-use crate::commands::controller::{local_fleet, STOP_GRACE};
+use crate::commands::controller::{local_fleet, local_max_instances, STOP_GRACE};
 use crate::fleet::Fleet;
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
@@ -22,9 +22,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
         None => {
-            let controller = args
-                .controller
-                .build(services.requests.clone(), fleet.clone())?;
+            let controller = args.controller.build(
+                services.requests.clone(),
+                fleet.clone(),
+                local_max_instances(),
+            )?;
             state = state.with_status(std::sync::Arc::new(controller.status()));
             Some(tokio::spawn(controller.run(shutdown.clone())))
         }

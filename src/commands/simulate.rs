@@ -2,6 +2,7 @@
 //! clock, with a timeline summary and a chart.
 
 use crate::cli::SimulateArgs;
+use crate::commands::controller::DEFAULT_MAX_INSTANCES;
 use crate::policy::Policy;
 use crate::simulate::{simulate, svg, Trace};
 
@@ -12,7 +13,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let policy =
         Policy::compile(&script).map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
     let trace = Trace::load(&args.trace)?;
-    let limits = args.limits.limits()?;
+    let limits = args.limits.limits(DEFAULT_MAX_INSTANCES)?;
     let summary = simulate(&trace, &policy, limits)
         .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
 
