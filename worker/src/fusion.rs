@@ -1,10 +1,70 @@
 //! Graph matching shared by the patches that swap tract operators for our
-//! kernels (`crate::depthwise`, `crate::pointwise`): recognising the
-//! element-wise nodes that follow a convolution so the kernel can apply
-//! them while the values are still in registers.
+//! kernels (`crate::depthwise`, `crate::pointwise`, `crate::stem`): the
+//! replacement loop, and recognising the element-wise nodes that follow a
+//! convolution so the kernel can apply them while the values are still in
+//! registers.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::Conv;
+
+/// One of our ops standing in for a tract `Conv`, able to apply the clamp
+/// (ReLU6) that follows it.
+pub trait ConvReplacement: TypedOp + Clone {
+    fn output_shape(&self) -> &[usize];
+    /// Bounds as [`FusedClamp::bits`].
+    fn fuse_clamp(&mut self, bits: (u32, u32));
+}
+
+/// Replaces every `Conv` for which `replacement` gives an op, fusing a
+/// following clamp; returns how many. Call it on a decluttered model,
+/// before `into_optimized` lowers the convolutions to tract's own ops.
+pub fn replace_convs<O: ConvReplacement>(
+    model: &mut TypedModel,
+    replacement: impl Fn(&TypedModel, &TypedNode, &Conv) -> TractResult<Option<O>>,
+) -> TractResult<usize> {
+    let mut replaced = 0;
+    // Applying a patch may renumber nodes, so look again from scratch after
+    // each one; replaced nodes are no longer `Conv`, so this ends.
+    while replace_first_conv(model, &replacement)? {
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// Replaces the first matching `Conv` in evaluation order; false when there
+/// is none left.
+fn replace_first_conv<O: ConvReplacement>(
+    model: &mut TypedModel,
+    replacement: &impl Fn(&TypedModel, &TypedNode, &Conv) -> TractResult<Option<O>>,
+) -> TractResult<bool> {
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some(mut op) = replacement(model, node, conv)? else {
+            continue;
+        };
+        let mut last = id;
+        let mut fused = tvec!(id);
+        if let Some(clamp) = clamp_after(model, id, op.output_shape())? {
+            op.fuse_clamp(clamp.bits());
+            last = clamp.min_node;
+            fused.extend([clamp.max_node, clamp.min_node]);
+        }
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+        for id in fused {
+            patch.obliterate(id)?;
+        }
+        patch.apply(model)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
 
 /// A `Clip(x, lo, hi)` found after a node, ready to be fused into it.
 #[derive(Debug, Clone, Copy, PartialEq)]

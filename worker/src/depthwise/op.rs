@@ -101,3 +101,13 @@ impl TypedOp for FastDepthwise {
 
     as_op!();
 }
+
+impl crate::fusion::ConvReplacement for FastDepthwise {
+    fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    fn fuse_clamp(&mut self, bits: (u32, u32)) {
+        self.clamp = Some(bits);
+    }
+}

@@ -9,7 +9,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::kernel::Geometry;
 use super::op::FastDepthwise;
-use crate::fusion::clamp_after;
+use crate::fusion::replace_convs;
 
 /// Replaces every depthwise `Conv` the fast kernel supports (f32, NCHW or CHW,
 /// batch 1, square 3x3 or 5x5 filter, stride 1 or 2, no dilation, constant
@@ -17,46 +17,7 @@ use crate::fusion::clamp_after;
 /// decluttered model, before `into_optimized`, which would otherwise turn
 /// the convolutions into tract's own DepthWise ops.
 pub fn use_fast_depthwise(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    // Applying a patch may renumber nodes, so look again from scratch after
-    // each one; replaced nodes are no longer `Conv`, so this ends.
-    while replace_first(model)? {
-        replaced += 1;
-    }
-    Ok(replaced)
-}
-
-/// Replaces the first supported depthwise `Conv` in evaluation order;
-/// false when there is none left.
-fn replace_first(model: &mut TypedModel) -> TractResult<bool> {
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
-        };
-        let Some(mut op) = fast_op_for(model, node, conv)? else {
-            continue;
-        };
-        // The ReLU6 that follows every depthwise convolution in MobileNet-style
-        // models is applied while the values are still in registers.
-        let mut last = id;
-        let mut fused = tvec!(id);
-        if let Some(clamp) = clamp_after(model, id, &op.output_shape)? {
-            op.clamp = Some(clamp.bits());
-            last = clamp.min_node;
-            fused.extend([clamp.max_node, clamp.min_node]);
-        }
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-        for id in fused {
-            patch.obliterate(id)?;
-        }
-        patch.apply(model)?;
-        return Ok(true);
-    }
-    Ok(false)
+    replace_convs(model, fast_op_for)
 }
 
 fn fast_op_for(

@@ -98,3 +98,13 @@ impl TypedOp for FastStemConv {
 
     as_op!();
 }
+
+impl crate::fusion::ConvReplacement for FastStemConv {
+    fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    fn fuse_clamp(&mut self, bits: (u32, u32)) {
+        self.clamp = Some(bits);
+    }
+}

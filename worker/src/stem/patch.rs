@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::im2col::Geometry;
 use super::op::FastStemConv;
-use crate::fusion::clamp_after;
+use crate::fusion::replace_convs;
 use crate::pointwise::kernel::PackedWeights;
 
 /// Rows of the im2col matrix (`cin * kh * kw`) beyond which a convolution is
@@ -30,46 +30,7 @@ pub const MAX_PATCH_LEN: usize = 160;
 /// would otherwise lower them to tract's im2col and matmul (plus a `Pad`
 /// node for asymmetric padding).
 pub fn use_fast_stem(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    // Applying a patch may renumber nodes, so look again from scratch after
-    // each one; replaced nodes are no longer `Conv`, so this ends.
-    while replace_first(model)? {
-        replaced += 1;
-    }
-    Ok(replaced)
-}
-
-/// Replaces the first supported `Conv` in evaluation order; false when there
-/// is none left.
-fn replace_first(model: &mut TypedModel) -> TractResult<bool> {
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
-        };
-        let Some(mut op) = fast_op_for(model, node, conv)? else {
-            continue;
-        };
-        // The stem of MobileNet-style models ends in ReLU6, applied while
-        // the values are still in registers.
-        let mut last = id;
-        let mut fused = tvec!(id);
-        if let Some(clamp) = clamp_after(model, id, &op.output_shape)? {
-            op.clamp = Some(clamp.bits());
-            last = clamp.min_node;
-            fused.extend([clamp.max_node, clamp.min_node]);
-        }
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[tap])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-        for id in fused {
-            patch.obliterate(id)?;
-        }
-        patch.apply(model)?;
-        return Ok(true);
-    }
-    Ok(false)
+    replace_convs(model, fast_op_for)
 }
 
 fn fast_op_for(
