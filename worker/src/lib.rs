@@ -12,6 +12,8 @@ pub mod manifest;
 pub mod pointwise;
 pub mod preprocess;
 pub mod stem;
+#[cfg(test)]
+mod test_support;
 
 pub use classifier::{Classification, Classifier, Kernels, Prediction, StageTimings, TOP_K};
 pub use error::{ClassifyError, ModelError};

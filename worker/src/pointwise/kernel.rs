@@ -345,19 +345,7 @@ pub fn pointwise_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1) without a random-number crate.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::test_support::values;
 
     /// (cout, cin, pixels): EfficientNet-Lite0's shapes (some scaled down)
     /// plus channel counts off the block size and pixel counts off every

@@ -134,19 +134,8 @@ fn fast_op_for(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn efficientnet() -> TypedModel {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/efficientnet-lite0.onnx");
-        tract_onnx::onnx()
-            .model_for_path(path)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, 224, 224]).into()))
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .unwrap()
-    }
+    use crate::test_support::{assert_patch_keeps_logits, efficientnet};
 
     #[test]
     fn replaces_the_stem_of_efficientnet_lite0_and_nothing_else() {
@@ -184,30 +173,6 @@ mod tests {
 
     #[test]
     fn patched_model_matches_tract_on_a_ramp() {
-        let plain = efficientnet();
-        let mut fast = plain.clone();
-        use_fast_stem(&mut fast).unwrap();
-        let input: Vec<f32> = (0..3 * 224 * 224)
-            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
-            .collect();
-        let input = Tensor::from_shape(&[1, 3, 224, 224], &input).unwrap();
-        let run = |model: TypedModel| -> Vec<f32> {
-            let out = model
-                .into_optimized()
-                .and_then(|m| m.into_runnable())
-                .and_then(|p| p.run(tvec!(input.clone().into_tvalue())))
-                .unwrap();
-            out[0]
-                .to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        };
-        let (want, got) = (run(plain), run(fast));
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * scale, "logit {i}: {g} vs {w}");
-        }
+        assert_patch_keeps_logits(use_fast_stem);
     }
 }

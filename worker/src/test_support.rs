@@ -1,0 +1,59 @@
+//! Helpers the kernel and patch tests share.
+
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+
+/// Deterministic values in [-1, 1) without a random-number crate.
+pub fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The shipped model, decluttered for batch 1: what the patches rewrite.
+pub fn efficientnet() -> TypedModel {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/efficientnet-lite0.onnx");
+    tract_onnx::onnx()
+        .model_for_path(path)
+        .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, 224, 224]).into()))
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .unwrap()
+}
+
+/// Runs the model with and without `patch` on a ramp image and checks the
+/// logits agree within 1e-4 of the largest.
+pub fn assert_patch_keeps_logits(patch: fn(&mut TypedModel) -> TractResult<usize>) {
+    let plain = efficientnet();
+    let mut fast = plain.clone();
+    patch(&mut fast).unwrap();
+    let input: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+        .collect();
+    let input = Tensor::from_shape(&[1, 3, 224, 224], &input).unwrap();
+    let run = |model: TypedModel| -> Vec<f32> {
+        let out = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .and_then(|p| p.run(tvec!(input.clone().into_tvalue())))
+            .unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    let (want, got) = (run(plain), run(fast));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * scale, "logit {i}: {g} vs {w}");
+    }
+}
