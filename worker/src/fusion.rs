@@ -6,7 +6,8 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::Conv;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// One of our ops standing in for a tract `Conv`, able to apply the clamp
 /// (ReLU6) that follows it.
@@ -14,6 +15,45 @@ pub trait ConvReplacement: TypedOp + Clone {
     fn output_shape(&self) -> &[usize];
     /// Bounds as [`FusedClamp::bits`].
     fn fuse_clamp(&mut self, bits: (u32, u32));
+}
+
+/// The input and output shapes of `node` (a `Conv`) when our kernels can
+/// take it at all: f32, 2-D, NCHW with a batch of 1 (or CHW once tract has
+/// dropped that axis), OIHW filter, no dilation, not quantised, with filter
+/// and bias inputs. Each patch then checks grouping and sizes its own way.
+pub fn plain_conv_shapes(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<(TVec<usize>, TVec<usize>)>> {
+    let spec = &conv.pool_spec;
+    let plain = conv.q_params.is_none()
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && spec.kernel_shape.len() == 2
+        && spec.dilations().iter().all(|d| *d == 1)
+        && node.inputs.len() == 3;
+    if !plain {
+        return Ok(None);
+    }
+    let input_fact = model.outlet_fact(node.inputs[0])?;
+    let output_fact = &node.outputs[0].fact;
+    let (Some(input_shape), Some(output_shape)) = (
+        input_fact.shape.as_concrete(),
+        output_fact.shape.as_concrete(),
+    ) else {
+        return Ok(None);
+    };
+    let batch_of_one = |shape: &[usize]| match shape.len() {
+        4 => shape[0] == 1,
+        3 => true,
+        _ => false,
+    };
+    let supported = input_fact.datum_type == f32::datum_type()
+        && output_fact.datum_type == f32::datum_type()
+        && batch_of_one(input_shape)
+        && batch_of_one(output_shape);
+    Ok(supported.then(|| (input_shape.into(), output_shape.into())))
 }
 
 /// Replaces every `Conv` for which `replacement` gives an op, fusing a

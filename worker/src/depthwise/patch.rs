@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 
 use super::kernel::Geometry;
 use super::op::FastDepthwise;
-use crate::fusion::replace_convs;
+use crate::fusion::{plain_conv_shapes, replace_convs};
 
 /// Replaces every depthwise `Conv` the fast kernel supports (f32, NCHW or CHW,
 /// batch 1, square 3x3 or 5x5 filter, stride 1 or 2, no dilation, constant
@@ -27,37 +26,13 @@ fn fast_op_for(
 ) -> TractResult<Option<FastDepthwise>> {
     let spec = &conv.pool_spec;
     let channels = spec.input_channels;
-    let plain_depthwise = conv.q_params.is_none()
-        && conv.group > 1
-        && conv.group == channels
-        && spec.output_channels == channels
-        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && spec.dilations().iter().all(|d| *d == 1)
-        && node.inputs.len() == 3;
-    if !plain_depthwise {
+    let depthwise = conv.group > 1 && conv.group == channels && spec.output_channels == channels;
+    if !depthwise {
         return Ok(None);
     }
-    let input_fact = model.outlet_fact(node.inputs[0])?;
-    let output_fact = &node.outputs[0].fact;
-    let (Some(input_shape), Some(output_shape)) = (
-        input_fact.shape.as_concrete(),
-        output_fact.shape.as_concrete(),
-    ) else {
+    let Some((input_shape, output_shape)) = plain_conv_shapes(model, node, conv)? else {
         return Ok(None);
     };
-    // NCHW with a batch of 1, or CHW once tract has dropped that axis.
-    let batch_of_one = |shape: &[usize]| match shape.len() {
-        4 => shape[0] == 1,
-        3 => true,
-        _ => false,
-    };
-    if input_fact.datum_type != f32::datum_type()
-        || !batch_of_one(input_shape)
-        || !batch_of_one(output_shape)
-    {
-        return Ok(None);
-    }
     let rank = input_shape.len();
     let kernel = spec.kernel_shape.as_slice();
     let strides = spec.strides();
@@ -114,6 +89,6 @@ fn fast_op_for(
         weights: Arc::new(weights),
         bias: Arc::new(bias),
         clamp: None,
-        output_shape: output_shape.into(),
+        output_shape,
     }))
 }

@@ -9,12 +9,11 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 
 use super::im2col::Geometry;
 use super::op::FastStemConv;
-use crate::fusion::replace_convs;
+use crate::fusion::{plain_conv_shapes, replace_convs};
 use crate::pointwise::kernel::PackedWeights;
 
 /// Rows of the im2col matrix (`cin * kh * kw`) beyond which a convolution is
@@ -39,37 +38,12 @@ fn fast_op_for(
     conv: &Conv,
 ) -> TractResult<Option<FastStemConv>> {
     let spec = &conv.pool_spec;
-    let plain = conv.q_params.is_none()
-        && conv.group == 1
-        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && spec.kernel_shape.len() == 2
-        && spec.dilations().iter().all(|d| *d == 1)
-        && node.inputs.len() == 3;
-    if !plain {
+    if conv.group != 1 {
         return Ok(None);
     }
-    let input_fact = model.outlet_fact(node.inputs[0])?;
-    let output_fact = &node.outputs[0].fact;
-    let (Some(input_shape), Some(output_shape)) = (
-        input_fact.shape.as_concrete(),
-        output_fact.shape.as_concrete(),
-    ) else {
+    let Some((input_shape, output_shape)) = plain_conv_shapes(model, node, conv)? else {
         return Ok(None);
     };
-    // NCHW with a batch of 1, or CHW once tract has dropped that axis.
-    let batch_of_one = |shape: &[usize]| match shape.len() {
-        4 => shape[0] == 1,
-        3 => true,
-        _ => false,
-    };
-    if input_fact.datum_type != f32::datum_type()
-        || output_fact.datum_type != f32::datum_type()
-        || !batch_of_one(input_shape)
-        || !batch_of_one(output_shape)
-    {
-        return Ok(None);
-    }
     let rank = input_shape.len();
     let (cin, cout) = (spec.input_channels, spec.output_channels);
     let (in_h, in_w) = (input_shape[rank - 2], input_shape[rank - 1]);
@@ -128,7 +102,7 @@ fn fast_op_for(
         geometry,
         weights: Arc::new(weights),
         clamp: None,
-        output_shape: output_shape.into(),
+        output_shape,
     }))
 }
 
