@@ -9,20 +9,16 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_common::{controller_args, tagged_instances, MotoFleet};
+use aws_common::{controller_args, live_instances, tagged_instances, MotoFleet};
 use common::{wait_for, Process, Sampler};
 use imagefleet::aws::user_data;
-use imagefleet::fleet::{Ec2Fleet, Fleet, InstanceState};
+use imagefleet::fleet::{Ec2Fleet, Fleet};
 use imagefleet::queue::{Queue, SqsQueue};
 
-/// Ids of the fleet's instances that are not shutting down.
 fn live(runtime: &tokio::runtime::Runtime, fleet: &Ec2Fleet) -> BTreeSet<String> {
     runtime
-        .block_on(fleet.list())
-        .unwrap()
+        .block_on(live_instances(fleet))
         .into_iter()
-        .filter(|i| i.state != InstanceState::Draining)
-        .map(|i| i.id)
         .collect()
 }
 

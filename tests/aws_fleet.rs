@@ -3,7 +3,7 @@
 
 mod aws_common;
 
-use aws_common::{any_image, clients, config, tagged_instances, unique_fleet};
+use aws_common::{any_image, clients, config, live_instances, tagged_instances, unique_fleet};
 use imagefleet::aws::user_data;
 use imagefleet::fleet::{Ec2Fleet, Fleet, FleetError, InstanceState, FLEET_TAG};
 
@@ -71,15 +71,7 @@ async fn launch_list_terminate_with_tags_and_user_data() {
     ));
 
     fleet.terminate(&ids[..2]).await.unwrap();
-    let left: Vec<String> = fleet
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.state != InstanceState::Draining)
-        .map(|i| i.id)
-        .collect();
-    assert_eq!(left, ids[2..]);
+    assert_eq!(live_instances(&fleet).await, ids[2..]);
     fleet.terminate(&ids[2..]).await.unwrap();
     assert!(fleet
         .list()

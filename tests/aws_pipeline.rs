@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aws_common::{controller_args, MotoFleet};
+use aws_common::{controller_args, live_instances, MotoFleet};
 use common::{repo_root, terminate, upload_concurrently, wait_for, Process, Sampler, Server};
 use imagefleet::aws::{user_data, AwsClients};
 use imagefleet::fleet::{Ec2Fleet, Fleet, InstanceState};
@@ -33,14 +33,7 @@ impl Mirror {
 
     /// One worker per live instance, none for the rest.
     async fn sync(&mut self, fleet: &Ec2Fleet) {
-        let live: Vec<String> = fleet
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|i| i.state != InstanceState::Draining)
-            .map(|i| i.id)
-            .collect();
+        let live = live_instances(fleet).await;
         for id in &live {
             if self.workers.contains_key(id) {
                 continue;

@@ -133,3 +133,16 @@ pub async fn tagged_instances(
         .filter_map(|i| i.instance_id().map(str::to_owned))
         .collect()
 }
+
+/// Ids of the fleet's instances that are not shutting down, in id order.
+pub async fn live_instances(fleet: &imagefleet::fleet::Ec2Fleet) -> Vec<String> {
+    use imagefleet::fleet::{Fleet, InstanceState};
+    fleet
+        .list()
+        .await
+        .expect("listing the fleet on moto")
+        .into_iter()
+        .filter(|i| i.state != InstanceState::Draining)
+        .map(|i| i.id)
+        .collect()
+}
