@@ -21,6 +21,31 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of a convolution with explicit padding on every side
+    /// (top, left, bottom, right); the tests' way of writing shapes.
+    #[cfg(test)]
+    pub fn padded(
+        input_channels: usize,
+        (kernel_h, kernel_w): (usize, usize),
+        (stride_h, stride_w): (usize, usize),
+        (in_h, in_w): (usize, usize),
+        (top, left, bottom, right): (usize, usize, usize, usize),
+    ) -> Geometry {
+        Geometry {
+            input_channels,
+            kernel_h,
+            kernel_w,
+            stride_h,
+            stride_w,
+            in_h,
+            in_w,
+            pad_top: top,
+            pad_left: left,
+            out_h: (in_h + top + bottom - kernel_h) / stride_h + 1,
+            out_w: (in_w + left + right - kernel_w) / stride_w + 1,
+        }
+    }
+
     /// Rows of the im2col matrix: the input channels of the equivalent 1x1
     /// convolution.
     pub fn patch_len(&self) -> usize {
@@ -158,19 +183,13 @@ mod tests {
             (1, (3, 3), (2, 2), (2, 2), (3, 3, 3, 3)),
             (2, (2, 4), (1, 3), (6, 13), (0, 2, 1, 1)),
         ] {
-            let geo = Geometry {
-                input_channels: cin,
-                kernel_h: kh,
-                kernel_w: kw,
-                stride_h: sh,
-                stride_w: sw,
-                in_h,
-                in_w,
-                pad_top: top,
-                pad_left: left,
-                out_h: (in_h + top + bottom - kh) / sh + 1,
-                out_w: (in_w + left + right - kw) / sw + 1,
-            };
+            let geo = Geometry::padded(
+                cin,
+                (kh, kw),
+                (sh, sw),
+                (in_h, in_w),
+                (top, left, bottom, right),
+            );
             let input: Vec<f32> = (1..=geo.input_len()).map(|v| v as f32).collect();
             let mut matrix = vec![f32::NAN; geo.patch_len() * geo.out_pixels()];
             im2col(&geo, &input, &mut matrix);

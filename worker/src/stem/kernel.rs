@@ -127,21 +127,8 @@ mod tests {
         (40, 3, (7, 7), (2, 2), (45, 45), (3, 3, 3, 3)),
     ];
 
-    fn geometry(&(_, cin, (kh, kw), (sh, sw), (in_h, in_w), pads): &Shape) -> Geometry {
-        let (top, left, bottom, right) = pads;
-        Geometry {
-            input_channels: cin,
-            kernel_h: kh,
-            kernel_w: kw,
-            stride_h: sh,
-            stride_w: sw,
-            in_h,
-            in_w,
-            pad_top: top,
-            pad_left: left,
-            out_h: (in_h + top + bottom - kh) / sh + 1,
-            out_w: (in_w + left + right - kw) / sw + 1,
-        }
+    fn geometry(&(_, cin, kernel, stride, input, pads): &Shape) -> Geometry {
+        Geometry::padded(cin, kernel, stride, input, pads)
     }
 
     #[test]
