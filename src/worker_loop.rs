@@ -10,7 +10,7 @@ use bytes::Bytes;
 use imagefleet_worker::Classifier;
 
 use crate::job::{unix_millis, JobRequest, JobResult, JobTimings, Outcome};
-use crate::queue::ReceivedMessage;
+use crate::queue::{Queue, ReceivedMessage};
 use crate::services::Services;
 use crate::shutdown::Shutdown;
 
@@ -54,11 +54,101 @@ pub struct Worker {
 }
 
 enum Handled {
-    /// A result (label or refusal) was stored and announced.
-    Done,
-    /// Unreadable message: not deleted, so redelivery moves it to the
-    /// dead-letter queue for an operator.
+    /// A result (label or refusal), ready to be stored and announced.
+    Done(Publication),
+    /// A message that cannot be a job; left on the queue so redelivery
+    /// sends it to the dead-letter queue for an operator.
     LeftForDeadLetter,
+}
+
+/// A finished job's result on its way out: stored, announced, and only then
+/// the request deleted. It runs as its own task while the worker computes
+/// the next job, so the store's and queue's flushes to disk (milliseconds
+/// each) overlap with classifying instead of adding to it.
+struct Publication {
+    services: Services,
+    job_id: crate::job::JobId,
+    output_key: String,
+    json: String,
+    receipt: String,
+}
+
+impl Publication {
+    /// True when the result is out; on failure the request is left to come
+    /// back after [`RETRY_AFTER`].
+    async fn publish(self) -> bool {
+        match self.store_and_announce().await {
+            Ok(()) => {
+                if let Err(e) = self.services.requests.delete(&self.receipt).await {
+                    // The result is stored; a redelivery would only redo the work.
+                    tracing::warn!(job = %self.job_id, error = %e, "could not delete a finished request");
+                }
+                true
+            }
+            Err(e) => {
+                retry_later(self.services.requests.as_ref(), &self.receipt, &e).await;
+                false
+            }
+        }
+    }
+
+    async fn store_and_announce(&self) -> anyhow::Result<()> {
+        self.services
+            .outputs
+            .put(
+                &self.output_key,
+                Bytes::from(self.json.clone()),
+                "application/json",
+            )
+            .await
+            .with_context(|| format!("storing result of job {}", self.job_id))?;
+        self.services
+            .results
+            .send(&self.json)
+            .await
+            .with_context(|| format!("announcing result of job {}", self.job_id))
+    }
+}
+
+/// Logs a job's failure and lets its request come back after
+/// [`RETRY_AFTER`], to whichever worker sees it first.
+async fn retry_later(requests: &dyn Queue, receipt: &str, error: &anyhow::Error) {
+    tracing::error!(
+        error = format!("{error:#}"),
+        "job failed; it will be retried"
+    );
+    if let Err(e) = requests.extend_visibility(receipt, RETRY_AFTER).await {
+        tracing::warn!(error = %e, "could not schedule the retry; it returns after its timeout");
+    }
+}
+
+/// At most one publication in flight, awaited before the next starts (so
+/// results go out in order and a stopping worker waits for it).
+#[derive(Default)]
+struct Publishing(Option<tokio::task::JoinHandle<bool>>);
+
+impl Publishing {
+    /// Waits for the publication in flight, if any; returns the jobs it
+    /// completed (0 or 1).
+    async fn finish(&mut self) -> u64 {
+        match self.0.take() {
+            Some(task) => match task.await {
+                Ok(done) => u64::from(done),
+                Err(e) => {
+                    tracing::error!(error = %e, "publishing task failed; the job will be retried");
+                    0
+                }
+            },
+            None => 0,
+        }
+    }
+
+    /// Finishes the previous publication, then starts this one.
+    async fn start(&mut self, publication: Publication) -> u64 {
+        let completed = self.finish().await;
+        self.0 = Some(tokio::spawn(publication.publish()));
+        completed
+    }
 }
 
 /// After a transient failure (store or queue down) the job is retried by
@@ -122,24 +212,23 @@ impl Worker {
                 continue;
             }
             self.report_busy(true);
+            let mut publishing = Publishing::default();
             for (index, message) in messages.iter().enumerate() {
                 if shutdown.is_requested() {
                     self.release(&messages[index..]).await;
                     break;
                 }
                 match self.handle(message).await {
-                    Ok(Handled::Done) => completed += 1,
+                    Ok(Handled::Done(publication)) => {
+                        completed += publishing.start(publication).await;
+                    }
                     Ok(Handled::LeftForDeadLetter) => {}
                     Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "job failed; it will be retried");
-                        let _ = self
-                            .services
-                            .requests
-                            .extend_visibility(&message.receipt, RETRY_AFTER)
-                            .await;
+                        retry_later(self.services.requests.as_ref(), &message.receipt, &e).await;
                     }
                 }
             }
+            completed += publishing.finish().await;
             self.report_busy(false);
         }
         tracing::info!(worker = %self.settings.worker_id, completed, "worker stopped");
@@ -165,8 +254,9 @@ impl Worker {
         }
     }
 
-    /// One job. An error means "try again later"; a bad image is not an
-    /// error here but a failed result the client gets to see.
+    /// One job up to its result, which the caller publishes. An error means
+    /// "try again later"; a bad image is not an error here but a failed
+    /// result the client gets to see.
     async fn handle(&self, message: &ReceivedMessage) -> anyhow::Result<Handled> {
         let started = Instant::now();
         let picked_at_ms = unix_millis();
@@ -206,26 +296,14 @@ impl Worker {
             completed_at_ms: unix_millis(),
         };
         let json = serde_json::to_string(&result).context("serialising result")?;
-        self.services
-            .outputs
-            .put(
-                &request.job_id.output_key(),
-                Bytes::from(json.clone()),
-                "application/json",
-            )
-            .await
-            .with_context(|| format!("storing result of job {}", request.job_id))?;
-        self.services
-            .results
-            .send(&json)
-            .await
-            .with_context(|| format!("announcing result of job {}", request.job_id))?;
-        if let Err(e) = self.services.requests.delete(&message.receipt).await {
-            // The result is stored; a redelivery would only redo the work.
-            tracing::warn!(job = %request.job_id, error = %e, "could not delete a finished request");
-        }
-        tracing::debug!(job = %request.job_id, ms = started.elapsed().as_secs_f64() * 1e3, "job done");
-        Ok(Handled::Done)
+        tracing::debug!(job = %request.job_id, ms = started.elapsed().as_secs_f64() * 1e3, "job computed");
+        Ok(Handled::Done(Publication {
+            services: self.services.clone(),
+            job_id: request.job_id,
+            output_key: request.job_id.output_key(),
+            json,
+            receipt: message.receipt.clone(),
+        }))
     }
 
     async fn classify(
@@ -271,7 +349,9 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::queue::{Queue, QueueDepth, QueueError};
+    use crate::job::JobId;
+    use crate::queue::{QueueDepth, QueueError};
+    use crate::store::{ObjectStore, StoreError};
 
     /// A queue behind a slow network: `receive` takes the messages off the
     /// queue at once, but its answer arrives `delay` later.
@@ -348,6 +428,157 @@ mod tests {
                 in_flight: 0
             },
             "the job is back on the queue at once"
+        );
+    }
+
+    /// An output bucket that is down for writes.
+    struct BrokenWrites {
+        inner: Arc<dyn ObjectStore>,
+        tried: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait]
+    impl ObjectStore for BrokenWrites {
+        fn bucket(&self) -> &str {
+            self.inner.bucket()
+        }
+        async fn put(
+            &self,
+            key: &str,
+            _bytes: Bytes,
+            _content_type: &str,
+        ) -> Result<(), StoreError> {
+            self.tried.notify_one();
+            Err(StoreError::Unavailable {
+                bucket: self.bucket().to_owned(),
+                operation: "put",
+                key: key.to_owned(),
+                message: "disk full".into(),
+            })
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+            self.inner.exists(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    fn classifier() -> Arc<Classifier> {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model.toml");
+        Arc::new(Classifier::load(&manifest).unwrap())
+    }
+
+    /// Queues `count` jobs for the cat photo; returns their ids.
+    async fn queue_cats(services: &Services, count: usize) -> Vec<JobId> {
+        let photo = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples/chelsea.jpg"),
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let job_id = JobId::new();
+            services
+                .inputs
+                .put(
+                    &job_id.input_key(),
+                    Bytes::from(photo.clone()),
+                    "image/jpeg",
+                )
+                .await
+                .unwrap();
+            let request = JobRequest {
+                job_id,
+                input_key: job_id.input_key(),
+                file_name: "chelsea.jpg".into(),
+                content_type: "image/jpeg".into(),
+                submitted_at_ms: unix_millis(),
+                attempt: 0,
+            };
+            services
+                .requests
+                .send(&serde_json::to_string(&request).unwrap())
+                .await
+                .unwrap();
+            ids.push(job_id);
+        }
+        ids
+    }
+
+    /// Results go out in a task beside the next job; when that fails the
+    /// request must stay queued for a retry, with nothing announced.
+    #[tokio::test]
+    async fn a_result_that_cannot_be_stored_leaves_the_job_for_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut services = Services::local(dir.path()).unwrap();
+        queue_cats(&services, 1).await;
+        let tried = Arc::new(tokio::sync::Notify::new());
+        services.outputs = Arc::new(BrokenWrites {
+            inner: Arc::clone(&services.outputs),
+            tried: Arc::clone(&tried),
+        });
+        let worker = Worker::new(services.clone(), classifier(), WorkerSettings::new("test"));
+        let (trigger, shutdown) = Shutdown::new();
+        let running = tokio::spawn(async move { worker.run(shutdown).await });
+
+        tried.notified().await;
+        trigger.trigger();
+        assert_eq!(running.await.unwrap().unwrap(), 0, "nothing completed");
+        assert_eq!(
+            services.requests.depth().await.unwrap(),
+            QueueDepth {
+                visible: 0,
+                in_flight: 1
+            },
+            "the request is kept, hidden until its retry"
+        );
+        assert_eq!(services.results.depth().await.unwrap().visible, 0);
+    }
+
+    #[tokio::test]
+    async fn every_job_of_a_batch_is_stored_announced_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = Services::local(dir.path()).unwrap();
+        let ids = queue_cats(&services, 3).await;
+        let worker = Worker::new(services.clone(), classifier(), WorkerSettings::new("test"));
+        let (trigger, shutdown) = Shutdown::new();
+        let running = tokio::spawn(async move { worker.run(shutdown).await });
+
+        let mut announced = Vec::new();
+        while announced.len() < ids.len() {
+            for message in services
+                .results
+                .receive(10, Duration::from_secs(30), Duration::from_secs(30))
+                .await
+                .unwrap()
+            {
+                let result: JobResult = serde_json::from_str(&message.body).unwrap();
+                assert!(
+                    matches!(&result.outcome, Outcome::Done { label, .. } if label.contains("cat")),
+                    "{result:?}"
+                );
+                announced.push(result.id);
+            }
+        }
+        trigger.trigger();
+        assert_eq!(running.await.unwrap().unwrap(), 3);
+        assert_eq!(announced, ids, "announced in order");
+        for id in &ids {
+            assert!(services.outputs.exists(&id.output_key()).await.unwrap());
+        }
+        assert_eq!(
+            services.requests.depth().await.unwrap(),
+            QueueDepth {
+                visible: 0,
+                in_flight: 0
+            },
+            "every request deleted"
         );
     }
 }
