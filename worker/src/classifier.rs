@@ -12,6 +12,7 @@ use crate::decode::{decode_rgb_at_least, DEFAULT_MAX_PIXELS};
 use crate::depthwise::op::FastDepthwise;
 use crate::depthwise::use_fast_depthwise;
 use crate::error::{ClassifyError, ModelError};
+use crate::expand::op::FastExpandDepthwise;
 use crate::manifest::ModelManifest;
 use crate::preprocess::preprocess;
 use crate::stem::op::FastStemConv;
@@ -182,13 +183,25 @@ impl Classifier {
         first_output(outputs)
     }
 
-    /// How many operators of the plan run on [`crate::depthwise`]'s kernel.
+    /// How many depthwise convolutions of the plan run on
+    /// [`crate::depthwise`]'s kernel, alone or fused with their expansion.
     pub fn fast_depthwise_nodes(&self) -> usize {
         self.plan
             .model()
             .nodes()
             .iter()
-            .filter(|node| node.op_is::<FastDepthwise>())
+            .filter(|node| node.op_is::<FastDepthwise>() || node.op_is::<FastExpandDepthwise>())
+            .count()
+    }
+
+    /// How many expansions run fused with their depthwise convolution
+    /// ([`crate::expand`]).
+    pub fn fused_expansion_nodes(&self) -> usize {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .filter(|node| node.op_is::<FastExpandDepthwise>())
             .count()
     }
 
@@ -276,6 +289,8 @@ fn load_plan(manifest: &ModelManifest, kernels: Kernels) -> Result<Plan, ModelEr
         tracing::debug!(replaced, "depthwise convolutions on the fast kernel");
         let replaced = crate::pointwise::use_fast_pointwise(&mut typed).map_err(onnx_error)?;
         tracing::debug!(replaced, "pointwise convolutions on the fast kernel");
+        let fused = crate::expand::use_fast_expand_depthwise(&mut typed).map_err(onnx_error)?;
+        tracing::debug!(fused, "expansions fused with their depthwise convolution");
         // Last, so the only convolutions left to it are the regular ones.
         let replaced = crate::stem::use_fast_stem(&mut typed).map_err(onnx_error)?;
         tracing::debug!(replaced, "stem convolutions on the fast kernel");

@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod decode;
 pub mod depthwise;
 pub mod error;
+pub mod expand;
 mod fusion;
 pub mod jpeg_scaled;
 pub mod manifest;

@@ -20,6 +20,8 @@ fn fast_kernels_match_plain_tract_on_every_sample() {
     // EfficientNet-Lite0 has 16 depthwise convolutions, each followed by ReLU6.
     assert_eq!(fast.fast_depthwise_nodes(), 16);
     assert_eq!(plain.fast_depthwise_nodes(), 0);
+    // Three of them (at 112x112 and 56x56) fused with their expansion.
+    assert_eq!(fast.fused_expansion_nodes(), 3);
     // ... and one regular convolution, the stem.
     assert_eq!(fast.fast_stem_nodes(), 1);
     assert_eq!(plain.fast_stem_nodes(), 0);

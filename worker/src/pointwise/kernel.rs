@@ -109,6 +109,28 @@ impl PackedWeights {
             .expect("bias is padded to whole blocks")
     }
 
+    /// Output channels `channels` as a convolution of their own, packed for
+    /// planes of `pixels`.
+    pub fn output_channel_range(&self, channels: std::ops::Range<usize>, pixels: usize) -> Self {
+        assert!(
+            channels.end <= self.output_channels,
+            "channels {channels:?}"
+        );
+        let cin = self.input_channels;
+        let mut weights = Vec::with_capacity(channels.len() * cin);
+        for co in channels.clone() {
+            let (block, r) = (co / BLOCK_CHANNELS, co % BLOCK_CHANNELS);
+            weights.extend((0..cin).map(|ci| self.panels[(block * cin + ci) * BLOCK_CHANNELS + r]));
+        }
+        PackedWeights::new(
+            &weights,
+            &self.bias[channels.clone()],
+            channels.len(),
+            cin,
+            pixels,
+        )
+    }
+
     /// The channels-in-lanes layout, when the plane size asked for it.
     pub fn channel_panels(&self) -> Option<&ChannelPanels> {
         self.channel_panels.as_ref()
