@@ -316,6 +316,10 @@ pub struct BenchArgs {
     /// goes, by operator kind (with --plain-tract, for both plans).
     #[arg(long)]
     pub profile: bool,
+    /// Like --profile, one line per node of the plan (id, operator, output
+    /// shape): for work on the kernels.
+    #[arg(long)]
+    pub profile_nodes: bool,
     /// Internal: load the model, print a ready line, exit.
     #[arg(long, hide = true)]
     pub probe_startup: bool,

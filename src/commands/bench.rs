@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use imagefleet_worker::bench::{
-    format_profile, measure_stages, memory, profile_image, StageSummary, Summary,
+    format_profile, measure_stages, memory, profile_image, ProfileBy, StageSummary, Summary,
 };
 use imagefleet_worker::{Classifier, Kernels};
 use serde::Deserialize;
@@ -64,8 +64,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<bool> {
         println!("  worker at ready: {probe}");
     }
 
-    if args.profile {
-        print_profile(&classifier, &images[0], args.iterations)?;
+    let profile = match (args.profile, args.profile_nodes) {
+        (_, true) => Some(ProfileBy::Node),
+        (true, false) => Some(ProfileBy::Operator),
+        (false, false) => None,
+    };
+    if let Some(by) = profile {
+        print_profile(&classifier, &images[0], args.iterations, by)?;
     }
 
     if args.plain_tract {
@@ -81,8 +86,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<bool> {
             "  fast kernels speed-up {:.2}x (median)",
             stages.inference.median_ms / ours.inference.median_ms
         );
-        if args.profile {
-            print_profile(&plain, &images[0], args.iterations)?;
+        if let Some(by) = profile {
+            print_profile(&plain, &images[0], args.iterations, by)?;
         }
     }
 
@@ -121,9 +126,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<bool> {
 }
 
 /// The operator table: where one image's inference time goes.
-fn print_profile(classifier: &Classifier, image: &[u8], iterations: usize) -> anyhow::Result<()> {
-    let costs = profile_image(classifier, image, iterations)?;
-    print!("{}", format_profile(&costs, iterations));
+fn print_profile(
+    classifier: &Classifier,
+    image: &[u8],
+    iterations: usize,
+    by: ProfileBy,
+) -> anyhow::Result<()> {
+    let costs = profile_image(classifier, image, iterations, by)?;
+    print!("{}", format_profile(&costs, iterations, by));
     Ok(())
 }
 

@@ -3,18 +3,21 @@
 //! (no criterion) keeps the build light and prints the same figures as
 //! `imagefleet bench`, which also times start-up and compares onnxruntime.
 //!
-//! Arguments: `[--iterations N] [--profile] [FILE...]` (default
-//! tests/samples/*); `--profile` adds the time per operator kind.
+//! Arguments: `[--iterations N] [--profile | --profile-nodes] [FILE...]`
+//! (default tests/samples/*); `--profile` adds the time per operator kind,
+//! `--profile-nodes` per node.
 
 use std::path::{Path, PathBuf};
 
-use imagefleet_worker::bench::{format_profile, measure_stages, memory, profile_image, Summary};
+use imagefleet_worker::bench::{
+    format_profile, measure_stages, memory, profile_image, ProfileBy, Summary,
+};
 use imagefleet_worker::Classifier;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut iterations = 20;
-    let mut profile = false;
+    let mut profile = None;
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -25,7 +28,8 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .expect("--iterations takes a number")
             }
-            "--profile" => profile = true,
+            "--profile" => profile = Some(ProfileBy::Operator),
+            "--profile-nodes" => profile = Some(ProfileBy::Node),
             // cargo bench passes --bench to every harness.
             "--bench" => {}
             other if other.starts_with("--") => {}
@@ -67,8 +71,8 @@ fn main() {
             m.peak_mib, m.resident_mib
         );
     }
-    if profile {
-        let costs = profile_image(&classifier, &images[0], iterations).expect("profile");
-        print!("{}", format_profile(&costs, iterations));
+    if let Some(by) = profile {
+        let costs = profile_image(&classifier, &images[0], iterations, by).expect("profile");
+        print!("{}", format_profile(&costs, iterations, by));
     }
 }

@@ -3,6 +3,7 @@
 //! report the same figures the same way.
 
 use serde::{Deserialize, Serialize};
+use tract_onnx::prelude::TypedNode;
 
 use crate::classifier::{Classifier, StageTimings};
 use crate::decode::{decode_rgb_at_least, DEFAULT_MAX_PIXELS};
@@ -75,10 +76,33 @@ pub fn measure_stages(
     Ok(summary)
 }
 
-/// Where inference time goes, by operator kind.
+/// How [`profile_operators`] groups the nodes' times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileBy {
+    /// One line per operator kind (`OptMatMul`, `FastDepthwise`, ...).
+    Operator,
+    /// One line per node: id, operator and output shape, for kernel work.
+    Node,
+}
+
+impl ProfileBy {
+    fn key(self, node: &TypedNode) -> String {
+        match self {
+            ProfileBy::Operator => node.op().name().to_string(),
+            ProfileBy::Node => format!(
+                "#{} {} {:?}",
+                node.id,
+                node.op().name(),
+                node.outputs[0].fact.shape.as_concrete().unwrap_or(&[])
+            ),
+        }
+    }
+}
+
+/// Where inference time goes, by operator kind or by node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperatorCost {
-    /// tract's name for the operator (`OptMatMul`, `FastDepthwise`, ...).
+    /// The operator kind or the node (see [`ProfileBy`]).
     pub operator: String,
     /// How many nodes of the plan run it.
     pub nodes: usize,
@@ -87,19 +111,20 @@ pub struct OperatorCost {
 }
 
 /// Runs inference on `tensor` `iterations` times, timing every node, and
-/// sums the times by operator kind; most expensive first.
+/// sums the times by operator kind or node; most expensive first.
 pub fn profile_operators(
     classifier: &Classifier,
     tensor: &[f32],
     iterations: usize,
+    by: ProfileBy,
 ) -> Result<Vec<OperatorCost>, ClassifyError> {
     use std::collections::BTreeMap;
     // operator -> (nodes per run, per-run milliseconds)
     let mut costs: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
     for _ in 0..iterations.max(1) {
         let mut run: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-        classifier.logits_observed(tensor.to_vec(), |operator, elapsed| {
-            let entry = run.entry(operator.to_owned()).or_default();
+        classifier.logits_observed(tensor.to_vec(), |node, elapsed| {
+            let entry = run.entry(by.key(node)).or_default();
             entry.0 += 1;
             entry.1 += elapsed.as_secs_f64() * 1000.0;
         })?;
@@ -129,30 +154,41 @@ pub fn profile_image(
     classifier: &Classifier,
     image: &[u8],
     iterations: usize,
+    by: ProfileBy,
 ) -> Result<Vec<OperatorCost>, ClassifyError> {
     let manifest = classifier.manifest();
     let decoded = decode_rgb_at_least(image, DEFAULT_MAX_PIXELS, Some(manifest.resize_shorter))?;
     let tensor = preprocess(&decoded, manifest);
-    profile_operators(classifier, &tensor, 1)?;
-    profile_operators(classifier, &tensor, iterations)
+    profile_operators(classifier, &tensor, 1, by)?;
+    profile_operators(classifier, &tensor, iterations, by)
 }
 
-/// The operator table `imagefleet bench --profile` and `cargo bench` print.
-pub fn format_profile(costs: &[OperatorCost], iterations: usize) -> String {
+/// The table `imagefleet bench --profile` and `cargo bench` print.
+pub fn format_profile(costs: &[OperatorCost], iterations: usize, by: ProfileBy) -> String {
     let total: f64 = costs.iter().map(|c| c.median_ms).sum();
+    let width = costs
+        .iter()
+        .map(|c| c.operator.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
+    let grouping = match by {
+        ProfileBy::Operator => "operator",
+        ProfileBy::Node => "node",
+    };
     let mut text = format!(
-        "  inference by operator (median ms per image over {iterations} runs, each node timed)\n"
+        "  inference by {grouping} (median ms per image over {iterations} runs, each node timed)\n"
     );
     for cost in costs {
         text += &format!(
-            "    {:<24} {:>3} nodes {:8.2} ms  {:5.1}%\n",
+            "    {:<width$} {:>3} nodes {:8.2} ms  {:5.1}%\n",
             cost.operator,
             cost.nodes,
             cost.median_ms,
             100.0 * cost.median_ms / total
         );
     }
-    text += &format!("    {:<24}           {total:8.2} ms\n", "sum");
+    text += &format!("    {:<width$}           {total:8.2} ms\n", "sum");
     text
 }
 

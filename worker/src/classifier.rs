@@ -162,12 +162,12 @@ impl Classifier {
             .map_err(|e| ClassifyError::Inference(e.to_string()))
     }
 
-    /// [`Classifier::logits`], calling `observe(operator, elapsed)` after
-    /// each node of the plan: what `imagefleet bench --profile` adds up.
+    /// [`Classifier::logits`], calling `observe(node, elapsed)` after each
+    /// node of the plan: what `imagefleet bench --profile` adds up.
     pub fn logits_observed(
         &self,
         tensor: Vec<f32>,
-        mut observe: impl FnMut(&str, std::time::Duration),
+        mut observe: impl FnMut(&TypedNode, std::time::Duration),
     ) -> Result<Vec<f32>, ClassifyError> {
         let input = self.input(tensor)?;
         let mut state = tract_onnx::tract_core::plan::SimpleState::new(&self.plan)
@@ -176,7 +176,7 @@ impl Classifier {
             .run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
                 let started = Instant::now();
                 let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                observe(&node.op().name(), started.elapsed());
+                observe(node, started.elapsed());
                 outputs
             })
             .map_err(|e| ClassifyError::Inference(e.to_string()))?;
