@@ -18,9 +18,9 @@ use super::x86;
 /// this many channels, zero-padded at the end.
 pub const BLOCK_CHANNELS: usize = 8;
 
-/// Output channels per panel of the channels-in-lanes layout: two AVX-512
+/// Output channels per panel of the channels-in-lanes layout: three AVX-512
 /// registers.
-pub const CHANNEL_PANEL: usize = 32;
+pub const CHANNEL_PANEL: usize = 48;
 
 /// Planes smaller than this (the 7x7 layers) run with output channels in
 /// the vector lanes on AVX-512: 49 pixels fill only 49 of the 64 lanes that
@@ -36,8 +36,8 @@ pub const CHANNEL_LANES_BELOW: usize = 128;
 /// tile's broadcasts walk memory forwards.
 ///
 /// Channels in lanes (AVX-512, small planes only): the same with blocks of
-/// [`CHANNEL_PANEL`] channels, so each input channel's weights load as two
-/// vectors.
+/// [`CHANNEL_PANEL`] channels, so each input channel's weights load as
+/// three vectors.
 #[derive(Debug, Clone)]
 pub struct PackedWeights {
     input_channels: usize,
@@ -50,7 +50,7 @@ pub struct PackedWeights {
 
 #[derive(Debug, Clone)]
 pub struct ChannelPanels {
-    /// `[cout / 32][cin][32]`, zero-padded like `panels`.
+    /// `[cout / 48][cin][48]`, zero-padded like `panels`.
     pub panels: Vec<f32>,
     /// Padded with zeros to whole panels.
     pub bias: Vec<f32>,
@@ -496,7 +496,7 @@ mod tests {
         let channel = small
             .channel_panels()
             .expect("7x7 planes get channel panels");
-        assert_eq!(channel.panels.len(), 2 * 3 * CHANNEL_PANEL);
-        assert_eq!(channel.bias[40..], [0.0; 24]);
+        assert_eq!(channel.panels.len(), 3 * CHANNEL_PANEL);
+        assert_eq!(channel.bias[40..], [0.0; 8]);
     }
 }
