@@ -66,7 +66,7 @@ mod tests {
     use super::*;
     use crate::depthwise::use_fast_depthwise;
     use crate::pointwise::use_fast_pointwise;
-    use crate::test_support::{assert_patch_keeps_logits, efficientnet};
+    use crate::test_support::{assert_patch_keeps_logits, efficientnet, patched_logits};
 
     fn fast_ops(model: &mut TypedModel) -> TractResult<usize> {
         use_fast_depthwise(model)?;
@@ -76,25 +76,6 @@ mod tests {
     fn fast_ops_fused(model: &mut TypedModel) -> TractResult<usize> {
         fast_ops(model)?;
         use_fast_expand_depthwise(model)
-    }
-
-    fn logits(mut model: TypedModel, patch: fn(&mut TypedModel) -> TractResult<usize>) -> Vec<f32> {
-        patch(&mut model).unwrap();
-        let input: Vec<f32> = (0..3 * 224 * 224)
-            .map(|i| ((i % 241) as f32 / 120.0) - 1.0)
-            .collect();
-        let input = Tensor::from_shape(&[1, 3, 224, 224], &input).unwrap();
-        let out = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .and_then(|p| p.run(tvec!(input.into_tvalue())))
-            .unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
     }
 
     #[test]
@@ -110,8 +91,8 @@ mod tests {
     /// where intermediate values live, not a single bit of the answer.
     #[test]
     fn fused_logits_are_bit_identical_to_unfused() {
-        let unfused = logits(efficientnet(), fast_ops);
-        let fused = logits(efficientnet(), fast_ops_fused);
+        let unfused = patched_logits(efficientnet(), fast_ops);
+        let fused = patched_logits(efficientnet(), fast_ops_fused);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&fused), bits(&unfused));
     }
