@@ -12,6 +12,7 @@ pub mod jpeg_scaled;
 pub mod manifest;
 pub mod pointwise;
 pub mod preprocess;
+mod scratch;
 pub mod stem;
 #[cfg(test)]
 mod test_support;

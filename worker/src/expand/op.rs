@@ -10,6 +10,7 @@ use crate::depthwise::kernel::{depthwise, Geometry};
 use crate::depthwise::op::FastDepthwise;
 use crate::pointwise::kernel::{pointwise, PackedWeights, Pointwise, BLOCK_CHANNELS};
 use crate::pointwise::op::FastPointwise;
+use crate::scratch::with_scratch;
 
 /// Bytes of expanded activations computed per chunk: a quarter of a core's
 /// L2 (2 MB on the Xeons we run on, 1 MB and up on most x86 cores), so the
@@ -103,52 +104,71 @@ impl EvalOp for FastExpandDepthwise {
         let dw = &self.depthwise;
         let weights_view = dw.weights.try_as_plain_ram()?;
         let bias_view = dw.bias.try_as_plain_ram()?;
-        let (dw_weights, dw_bias) = (
+        let filters = (
             weights_view.as_slice::<f32>()?,
             bias_view.as_slice::<f32>()?,
         );
+        // SAFETY: as in FastDepthwise::eval: `depthwise` writes every element
+        // of each chunk's output planes, and the chunks cover all channels
+        // (`run_chunks` asserts it).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&dw.output_shape)? };
+        {
+            let mut output_view = output.try_as_plain_ram_mut()?;
+            let output = output_view.as_slice_mut::<f32>()?;
+            let chunk_len = self.chunks[0].output_channels() * self.pixels;
+            // The expansion writes every element of the chunk it uses.
+            with_scratch(chunk_len, |expanded| {
+                self.run_chunks(input, filters, expanded, output)
+            });
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl FastExpandDepthwise {
+    /// Expands `input` one chunk of channels at a time into `expanded` and
+    /// runs the depthwise convolution (`filters`: its weights and bias) on
+    /// each chunk into its planes of `output`.
+    fn run_chunks(
+        &self,
+        input: &[f32],
+        (dw_weights, dw_bias): (&[f32], &[f32]),
+        expanded: &mut [f32],
+        output: &mut [f32],
+    ) {
+        let dw = &self.depthwise;
         let taps = dw.geometry.kernel * dw.geometry.kernel;
         let plane_out = dw.geometry.out_h * dw.geometry.out_w;
         let expand_clamp = self
             .expand_clamp
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
-
-        // SAFETY: as in FastDepthwise::eval: `depthwise` writes every element
-        // of each chunk's output planes, and the chunks cover all channels.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&dw.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            let output = output_view.as_slice_mut::<f32>()?;
-            let mut expanded = vec![0f32; self.chunks[0].output_channels() * self.pixels];
-            let mut first = 0;
-            for weights in &self.chunks {
-                let n = weights.output_channels();
-                let expanded = &mut expanded[..n * self.pixels];
-                let expand = Pointwise {
-                    weights,
-                    pixels: self.pixels,
-                    input,
-                    clamp: expand_clamp,
-                    residual: None,
-                };
-                pointwise(&expand, expanded);
-                let geometry = Geometry {
-                    channels: n,
-                    ..dw.geometry
-                };
-                depthwise(
-                    &geometry,
-                    expanded,
-                    &dw_weights[first * taps..(first + n) * taps],
-                    &dw_bias[first..first + n],
-                    dw.clamp_bounds(),
-                    &mut output[first * plane_out..(first + n) * plane_out],
-                );
-                first += n;
-            }
-            ensure!(first == dw.geometry.channels, "chunks cover every channel");
+        let mut first = 0;
+        for weights in &self.chunks {
+            let n = weights.output_channels();
+            let expanded = &mut expanded[..n * self.pixels];
+            let expand = Pointwise {
+                weights,
+                pixels: self.pixels,
+                input,
+                clamp: expand_clamp,
+                residual: None,
+            };
+            pointwise(&expand, expanded);
+            let geometry = Geometry {
+                channels: n,
+                ..dw.geometry
+            };
+            depthwise(
+                &geometry,
+                expanded,
+                &dw_weights[first * taps..(first + n) * taps],
+                &dw_bias[first..first + n],
+                dw.clamp_bounds(),
+                &mut output[first * plane_out..(first + n) * plane_out],
+            );
+            first += n;
         }
-        Ok(tvec!(output.into_tvalue()))
+        assert_eq!(first, dw.geometry.channels, "chunks cover every channel");
     }
 }
 

@@ -1,17 +1,9 @@
 //! An ungrouped convolution as im2col + [`crate::pointwise`]'s kernel, and
 //! the textbook definition it is tested against.
 
-use std::cell::RefCell;
-
 use super::im2col::{im2col, Geometry};
 use crate::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
-
-thread_local! {
-    /// The im2col matrix (1.35 MB for EfficientNet-Lite0's stem), kept
-    /// between calls so each inference does not map and fault in fresh
-    /// pages for it. One per thread that runs a stem, never shrunk.
-    static MATRIX: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
+use crate::scratch::with_scratch;
 
 /// `output[co] = clamp(bias[co] + sum over (ci, ky, kx) of w[co][ci][ky][kx]
 /// * padded input[ci][oy * sh + ky][ox * sw + kx])`. `weights` packs the
@@ -28,20 +20,8 @@ pub fn conv(
 ) {
     assert_eq!(weights.input_channels(), geo.patch_len());
     let len = geo.patch_len() * geo.out_pixels();
-    MATRIX.with(|cell| {
-        // A nested call on this thread (none happens in a plan) would find
-        // the buffer borrowed; it gets one of its own rather than a panic.
-        let mut own = Vec::new();
-        let mut borrowed = cell.try_borrow_mut();
-        let matrix = match borrowed.as_deref_mut() {
-            Ok(shared) => shared,
-            Err(_) => &mut own,
-        };
-        if matrix.len() < len {
-            // Zeroed only when it grows: im2col overwrites what it uses.
-            matrix.resize(len, 0.0);
-        }
-        let matrix = &mut matrix[..len];
+    // im2col overwrites every element of the matrix it uses.
+    with_scratch(len, |matrix| {
         im2col(geo, input, matrix);
         let product = Pointwise {
             weights,
