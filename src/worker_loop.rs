@@ -68,7 +68,6 @@ enum Handled {
 struct Publication {
     services: Services,
     job_id: crate::job::JobId,
-    output_key: String,
     json: String,
     receipt: String,
 }
@@ -96,7 +95,7 @@ impl Publication {
         self.services
             .outputs
             .put(
-                &self.output_key,
+                &self.job_id.output_key(),
                 Bytes::from(self.json.clone()),
                 "application/json",
             )
@@ -300,7 +299,6 @@ impl Worker {
         Ok(Handled::Done(Publication {
             services: self.services.clone(),
             job_id: request.job_id,
-            output_key: request.job_id.output_key(),
             json,
             receipt: message.receipt.clone(),
         }))
