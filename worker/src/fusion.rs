@@ -63,13 +63,23 @@ pub fn replace_convs<O: ConvReplacement>(
     model: &mut TypedModel,
     replacement: impl Fn(&TypedModel, &TypedNode, &Conv) -> TractResult<Option<O>>,
 ) -> TractResult<usize> {
-    let mut replaced = 0;
-    // Applying a patch may renumber nodes, so look again from scratch after
-    // each one; replaced nodes are no longer `Conv`, so this ends.
-    while replace_first_conv(model, &replacement)? {
-        replaced += 1;
+    // Replaced nodes are no longer `Conv`, so this ends.
+    patch_until_done(model, |model| replace_first_conv(model, &replacement))
+}
+
+/// Calls `patch_first` until it reports that it found nothing left to
+/// rewrite; returns how many rewrites it made. Applying a patch may
+/// renumber nodes, so each call looks at the model afresh; `patch_first`
+/// must rewrite what it matched into something it no longer matches.
+pub fn patch_until_done(
+    model: &mut TypedModel,
+    mut patch_first: impl FnMut(&mut TypedModel) -> TractResult<bool>,
+) -> TractResult<usize> {
+    let mut patched = 0;
+    while patch_first(model)? {
+        patched += 1;
     }
-    Ok(replaced)
+    Ok(patched)
 }
 
 /// Replaces the first matching `Conv` in evaluation order; false when there
@@ -123,6 +133,11 @@ impl FusedClamp {
     pub fn bits(&self) -> (u32, u32) {
         (self.lo.to_bits(), self.hi.to_bits())
     }
+}
+
+/// Bounds kept as [`FusedClamp::bits`], back as floats.
+pub fn clamp_from_bits(bits: Option<(u32, u32)>) -> Option<(f32, f32)> {
+    bits.map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
 }
 
 /// The only node reading node `id`'s single output, unless that output is

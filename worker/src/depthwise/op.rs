@@ -25,8 +25,7 @@ pub struct FastDepthwise {
 
 impl FastDepthwise {
     pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
-        self.clamp
-            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
+        crate::fusion::clamp_from_bits(self.clamp)
     }
 }
 

@@ -8,6 +8,7 @@ use tract_onnx::tract_core::internal::*;
 
 use crate::depthwise::kernel::{depthwise, Geometry};
 use crate::depthwise::op::FastDepthwise;
+use crate::fusion::clamp_from_bits;
 use crate::pointwise::kernel::{pointwise, PackedWeights, Pointwise, BLOCK_CHANNELS};
 use crate::pointwise::op::FastPointwise;
 use crate::scratch::with_scratch;
@@ -139,9 +140,7 @@ impl FastExpandDepthwise {
         let dw = &self.depthwise;
         let taps = dw.geometry.kernel * dw.geometry.kernel;
         let plane_out = dw.geometry.out_h * dw.geometry.out_w;
-        let expand_clamp = self
-            .expand_clamp
-            .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
+        let expand_clamp = clamp_from_bits(self.expand_clamp);
         let mut first = 0;
         for weights in &self.chunks {
             let n = weights.output_channels();

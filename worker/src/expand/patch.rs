@@ -6,7 +6,7 @@ use tract_onnx::prelude::*;
 
 use super::op::FastExpandDepthwise;
 use crate::depthwise::op::FastDepthwise;
-use crate::fusion::sole_consumer;
+use crate::fusion::{patch_until_done, sole_consumer};
 use crate::pointwise::op::FastPointwise;
 
 /// Expansions whose output is at least this large are fused: from here on
@@ -21,13 +21,8 @@ const FUSE_FROM_BYTES: usize = 1024 * 1024;
 /// [`crate::pointwise::use_fast_pointwise`] and
 /// [`crate::depthwise::use_fast_depthwise`].
 pub fn use_fast_expand_depthwise(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
-    // Patching renumbers nodes, so look again from scratch after each one;
-    // fused nodes are no longer FastPointwise, so this ends.
-    while fuse_first(model)? {
-        fused += 1;
-    }
-    Ok(fused)
+    // Fused nodes are no longer FastPointwise, so this ends.
+    patch_until_done(model, fuse_first)
 }
 
 fn fuse_first(model: &mut TypedModel) -> TractResult<bool> {

@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::PackedWeights;
 use super::op::FastPointwise;
-use crate::fusion::{clamp_after, other_operand, sole_consumer};
+use crate::fusion::{clamp_after, other_operand, patch_until_done, sole_consumer};
 
 /// Replaces every pointwise convolution the fast kernel supports (f32, CHW
 /// or NCHW with a batch of 1, constant weights and bias), fusing a following
@@ -22,13 +22,8 @@ use crate::fusion::{clamp_after, other_operand, sole_consumer};
 /// output. Returns how many were replaced. Call it on a decluttered model,
 /// before `into_optimized`, which would turn them into tract matmuls.
 pub fn use_fast_pointwise(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    // Applying a patch may renumber nodes, so look again from scratch after
-    // each one; replaced nodes are no longer `EinSum`, so this ends.
-    while replace_first(model)? {
-        replaced += 1;
-    }
-    Ok(replaced)
+    // Replaced nodes are no longer `EinSum`, so this ends.
+    patch_until_done(model, replace_first)
 }
 
 /// Replaces the first supported pointwise `EinSum` in evaluation order;
