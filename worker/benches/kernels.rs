@@ -1,0 +1,204 @@
+//! `cargo bench -p imagefleet-worker --bench kernels`: the 1x1 convolution
+//! kernel alone on each of EfficientNet-Lite0's shapes, in GFMA/s and as a
+//! share of this core's FMA peak. The peak is timed right before every
+//! shape, by a loop of independent register-only FMAs, so the share holds
+//! still while the (shared, noisy) machine's speed drifts; it is the figure
+//! to compare between builds.
+//!
+//! Arguments: `[--filter CIN:COUT:SIDE]` to time one shape.
+//!
+//! Each shape runs over and over on the same buffers, so its weights stay
+//! in cache in a way they do not in a whole pass of the model: this times
+//! the arithmetic, `imagefleet bench --profile-nodes` the layers in place.
+
+use std::time::{Duration, Instant};
+
+use imagefleet_worker::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
+
+/// (input channels, output channels, plane side, what it is) of every
+/// distinct pointwise layer, plus the chunks the fused expansions run.
+const SHAPES: &[(usize, usize, usize, &str)] = &[
+    (16, 8, 112, "expansion chunk, fused"),
+    (32, 16, 112, "projection"),
+    (24, 40, 56, "expansion chunk, fused"),
+    (96, 24, 56, "projection"),
+    (144, 24, 56, "projection + residual"),
+    (144, 40, 28, "projection"),
+    (40, 240, 28, "expansion"),
+    (240, 40, 28, "projection + residual"),
+    (240, 80, 14, "projection"),
+    (80, 480, 14, "expansion"),
+    (480, 80, 14, "projection + residual"),
+    (480, 112, 14, "projection"),
+    (112, 672, 14, "expansion"),
+    (672, 112, 14, "projection + residual"),
+    (672, 192, 7, "projection"),
+    (192, 1152, 7, "expansion"),
+    (1152, 192, 7, "projection + residual"),
+    (1152, 320, 7, "projection"),
+    (320, 1280, 7, "head"),
+];
+
+/// Timed repetitions per shape; the median is reported.
+const REPEATS: usize = 9;
+/// Minimum length of one timed repetition.
+const SPAN: Duration = Duration::from_millis(15);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let filter = args
+        .iter()
+        .position(|a| a == "--filter")
+        .and_then(|i| args.get(i + 1).cloned());
+    println!(
+        "{:>5} {:>5} {:>4}  {:<24} {:>9} {:>9} {:>8}",
+        "cin", "cout", "side", "layer", "us/call", "GFMA/s", "of peak"
+    );
+    let mut shares = Vec::new();
+    for &(cin, cout, side, what) in SHAPES {
+        if filter
+            .as_deref()
+            .is_some_and(|f| f != format!("{cin}:{cout}:{side}"))
+        {
+            continue;
+        }
+        let (seconds, share) = time_shape(cin, cout, side);
+        let fma = (cin * cout * side * side) as f64;
+        println!(
+            "{cin:>5} {cout:>5} {side:>4}  {what:<24} {:>9.1} {:>9.1} {:>7.0}%",
+            seconds * 1e6,
+            fma / seconds / 1e9,
+            share * 100.0
+        );
+        shares.push(share);
+    }
+    if let Some(share) = median(shares) {
+        println!("median share of peak: {:.0}%", share * 100.0);
+    }
+}
+
+/// Median seconds per call, and the median share of the FMA peak timed
+/// just before each repetition.
+fn time_shape(cin: usize, cout: usize, side: usize) -> (f64, f64) {
+    let pixels = side * side;
+    let weights: Vec<f32> = (0..cin * cout).map(|i| pseudo_random(i) * 0.1).collect();
+    let bias: Vec<f32> = (0..cout).map(pseudo_random).collect();
+    let input: Vec<f32> = (0..cin * pixels).map(|i| pseudo_random(i + 7)).collect();
+    let packed = PackedWeights::new(&weights, &bias, cout, cin, pixels);
+    let conv = Pointwise {
+        weights: &packed,
+        pixels,
+        input: &input,
+        clamp: Some((0.0, 6.0)),
+        residual: None,
+    };
+    let mut output = vec![0f32; cout * pixels];
+    pointwise(&conv, &mut output);
+    let fma = (cin * cout * pixels) as f64;
+    let mut seconds = Vec::new();
+    let mut shares = Vec::new();
+    for _ in 0..REPEATS {
+        let peak = peak::fma_per_second();
+        let started = Instant::now();
+        let mut calls = 0u32;
+        while started.elapsed() < SPAN {
+            pointwise(&conv, &mut output);
+            calls += 1;
+        }
+        let per_call = started.elapsed().as_secs_f64() / f64::from(calls);
+        seconds.push(per_call);
+        if let Some(peak) = peak {
+            shares.push(fma / per_call / peak);
+        }
+    }
+    std::hint::black_box(&output);
+    (
+        median(seconds).expect("repeats"),
+        median(shares).unwrap_or(f64::NAN),
+    )
+}
+
+fn pseudo_random(i: usize) -> f32 {
+    let x = (i as u32).wrapping_mul(2_654_435_761) >> 8;
+    x as f32 / (1u32 << 24) as f32 - 0.5
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use std::arch::x86_64::*;
+    use std::time::Instant;
+
+    /// Independent FMA chains: more than the 2 ports x 4 cycles of latency
+    /// needs, few enough that the compiler keeps every one in a register.
+    const CHAINS: usize = 12;
+
+    /// Lane FMAs per second of [`CHAINS`] independent AVX-512 (else AVX2)
+    /// FMA chains.
+    pub fn fma_per_second() -> Option<f64> {
+        let lanes = if is_x86_feature_detected!("avx512f") {
+            16
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            8
+        } else {
+            return None;
+        };
+        const ROUNDS: u64 = 1_000_000;
+        let started = Instant::now();
+        // SAFETY: the features each loop needs were detected above.
+        let sum = unsafe {
+            if lanes == 16 {
+                chains_avx512(ROUNDS)
+            } else {
+                chains_avx2(ROUNDS)
+            }
+        };
+        std::hint::black_box(sum);
+        let seconds = started.elapsed().as_secs_f64();
+        Some((ROUNDS * CHAINS as u64 * lanes) as f64 / seconds)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chains_avx512(rounds: u64) -> f32 {
+        let x = _mm512_set1_ps(std::hint::black_box(0.9999));
+        let w = _mm512_set1_ps(std::hint::black_box(0.0001));
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..rounds {
+            for a in &mut acc {
+                *a = _mm512_fmadd_ps(*a, x, w);
+            }
+        }
+        acc.iter().map(|a| _mm512_reduce_add_ps(*a)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chains_avx2(rounds: u64) -> f32 {
+        let x = _mm256_set1_ps(std::hint::black_box(0.9999));
+        let w = _mm256_set1_ps(std::hint::black_box(0.0001));
+        let mut acc = [_mm256_setzero_ps(); CHAINS];
+        for _ in 0..rounds {
+            for a in &mut acc {
+                *a = _mm256_fmadd_ps(*a, x, w);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        acc.iter()
+            .map(|a| {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+                lanes.iter().sum::<f32>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod peak {
+    /// No reference loop off x86-64: the share prints as NaN.
+    pub fn fma_per_second() -> Option<f64> {
+        None
+    }
+}
