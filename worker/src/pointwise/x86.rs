@@ -90,6 +90,15 @@ mod avx512 {
     const LANES: usize = 16;
     /// 8 channels x 3 vectors = 24 accumulators + 3 input vectors, of 32 zmm.
     const MAX_VECTORS: usize = 3;
+    /// Rows (one input channel's pixels) longer than this are prefetched by
+    /// hand: the L1 prefetcher follows strides up to 2 KB, so on 28x28 and
+    /// larger planes each tile's loads waited on L2 for every input
+    /// channel. On 14x14 planes prefetching by hand only cost time.
+    const PREFETCH_ROWS_OVER: usize = 2048;
+    /// Input channels ahead of the one being summed whose rows are
+    /// prefetched: enough to cover an L2 hit's latency at a dozen cycles per
+    /// channel.
+    const PREFETCH_AHEAD: usize = 4;
 
     /// # Safety
     /// The CPU must support AVX-512F and the slices must match `conv`'s
@@ -100,27 +109,32 @@ mod avx512 {
             channel_lanes::run(conv, panels, output);
             return;
         }
+        let prefetch = conv.pixels * std::mem::size_of::<f32>() > PREFETCH_ROWS_OVER;
         for_each_strip(conv.pixels, LANES, MAX_VECTORS, |vectors, start, width| {
             let tail = width - (vectors - 1) * LANES;
             let last_mask: __mmask16 = if tail == LANES { !0 } else { (1 << tail) - 1 };
             for block in 0..conv.weights.blocks() {
-                match vectors {
-                    1 => tile::<1>(conv, block, start, last_mask, output),
-                    2 => tile::<2>(conv, block, start, last_mask, output),
-                    _ => tile::<3>(conv, block, start, last_mask, output),
+                match (vectors, prefetch) {
+                    (1, false) => tile::<1, false>(conv, block, start, last_mask, output),
+                    (2, false) => tile::<2, false>(conv, block, start, last_mask, output),
+                    (_, false) => tile::<3, false>(conv, block, start, last_mask, output),
+                    (1, true) => tile::<1, true>(conv, block, start, last_mask, output),
+                    (2, true) => tile::<2, true>(conv, block, start, last_mask, output),
+                    (_, true) => tile::<3, true>(conv, block, start, last_mask, output),
                 }
             }
         });
     }
 
     /// Output channels `block * 8..` (those that exist) for pixels
-    /// `start..start + (V - 1) * 16 + popcount(last_mask)`.
+    /// `start..start + (V - 1) * 16 + popcount(last_mask)`, prefetching the
+    /// input rows ahead when `PREFETCH`.
     ///
     /// # Safety
     /// As for [`run`]; that pixel range must lie inside the plane.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const V: usize>(
+    unsafe fn tile<const V: usize, const PREFETCH: bool>(
         conv: &Pointwise,
         block: usize,
         start: usize,
@@ -136,7 +150,39 @@ mod avx512 {
             *row = [_mm512_set1_ps(*bias); V];
         }
         let panel = weights.panel(block);
-        for ci in 0..weights.input_channels() {
+        let cin = weights.input_channels();
+        let next_strip = if block + 1 == weights.blocks() {
+            V * LANES
+        } else {
+            0
+        };
+        // The first strip brings every block's weights from L3 (the
+        // others find them in L2): it prefetches the next block's as it
+        // goes, one input channel's eight weights per channel summed.
+        let next_panel = (start == 0).then(|| panel.as_ptr().wrapping_add(panel.len()));
+        for ci in 0..cin {
+            if let Some(next_panel) = next_panel {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    next_panel.wrapping_add(ci * BLOCK_CHANNELS) as *const i8
+                );
+            }
+            if PREFETCH {
+                let ahead = if ci + PREFETCH_AHEAD < cin {
+                    (ci + PREFETCH_AHEAD) * pixels + start
+                } else {
+                    // The first channels for the next tile: the next
+                    // block's over the same strip, or after the last block
+                    // the next strip's.
+                    (ci + PREFETCH_AHEAD - cin) * pixels + start + next_strip
+                };
+                // Past the plane's end the address lies outside the input,
+                // which a prefetch may name (it never faults);
+                // `wrapping_add` keeps computing it defined.
+                let ahead = conv.input.as_ptr().wrapping_add(ahead);
+                for line in 0..=V {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * LANES) as *const i8);
+                }
+            }
             // SAFETY: `ci * pixels + start` and the unmasked lanes after it
             // are inside `input` (`[cin, pixels]`, the tile inside the
             // plane); masked lanes are neither read nor faulted on.
@@ -206,6 +252,11 @@ mod channel_lanes {
     /// this every tile streamed the block's whole panel (up to 147 KB) from
     /// L2 again, and these layers ran at 35 GFMA/s against 60 elsewhere.
     const INPUT_CHUNK: usize = 64;
+    /// Floats in a 64-byte cache line.
+    const FLOATS_PER_LINE: usize = 16;
+    /// Weight lines of the next pass each full tile prefetches: one per
+    /// input channel of the pass.
+    const LINES_PER_TILE: usize = INPUT_CHUNK;
 
     /// # Safety
     /// As for `avx512::run`; `panels` must be `conv.weights`' own.
@@ -327,7 +378,24 @@ mod channel_lanes {
                     };
                 }
             }
-            for ci in input_channels {
+            // The first tiles of a pass prefetch the weights of the next
+            // pass (the next input channels, or the next block's first),
+            // which follow in the panels: one line per input channel each.
+            // These layers' weights (0.9-1.6 MB each) come from L3 once per
+            // image, and the tiles waited on them.
+            let tile = start / PIXELS;
+            let next_pass = panel
+                .as_ptr()
+                .wrapping_add(input_channels.end * CHANNEL_PANEL)
+                .wrapping_add(tile * LINES_PER_TILE * FLOATS_PER_LINE);
+            let prefetch = P == PIXELS
+                && tile * LINES_PER_TILE < INPUT_CHUNK * CHANNEL_PANEL / FLOATS_PER_LINE;
+            for (i, ci) in input_channels.enumerate() {
+                if prefetch {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        next_pass.wrapping_add(i * FLOATS_PER_LINE) as *const i8
+                    );
+                }
                 let mut w = [_mm512_setzero_ps(); V];
                 for (v, w) in w.iter_mut().enumerate() {
                     // SAFETY: the panel holds CHANNEL_PANEL weights per
