@@ -105,3 +105,26 @@ fn simulate_summarises_and_draws_a_chart() {
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);
 }
+
+/// A service whose workers cannot load the model refuses to start, rather
+/// than taking uploads nobody will answer.
+#[test]
+fn serve_refuses_to_start_without_a_model() {
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("no-such-model.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--model")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the workers could not load the model")
+            && stderr.contains("no-such-model.toml"),
+        "{stderr}"
+    );
+}

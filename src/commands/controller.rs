@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use crate::cli::{Backend, ControllerArgs, ControllerOptions, LimitArgs, ModelArgs, PolicyArgs};
 use crate::controller::{Controller, ControllerSettings, Limits};
 use crate::fleet::{Ec2Fleet, Fleet, LocalFleet, WorkerCommand};
@@ -79,12 +81,14 @@ pub fn local_fleet(
     model: &ModelArgs,
     backend_args: Vec<std::ffi::OsString>,
 ) -> anyhow::Result<Arc<LocalFleet>> {
+    let manifest = absolute(&model.manifest_path());
+    check_model(&manifest)?;
     let mut args: Vec<std::ffi::OsString> = vec![
         "worker".into(),
         "--data-dir".into(),
         data_dir.into(),
         "--model".into(),
-        absolute(&model.manifest_path()).into(),
+        manifest.into(),
     ];
     args.extend(backend_args);
     let command = WorkerCommand {
@@ -93,6 +97,26 @@ pub fn local_fleet(
     };
     let layout = LocalLayout::new(data_dir);
     Ok(Arc::new(LocalFleet::open(&layout.fleet_file(), command)?))
+}
+
+/// Fails unless the manifest loads and names files that exist. Each worker
+/// process loads the model itself; without this a service started in the
+/// wrong folder took uploads that its workers, exiting at start-up, never
+/// answered (504 after a minute).
+fn check_model(manifest: &Path) -> anyhow::Result<()> {
+    let model = imagefleet_worker::ModelManifest::load(manifest).with_context(|| {
+        "the workers could not load the model (set --model or IMAGEFLEET_MODEL)"
+    })?;
+    for file in [&model.file, &model.labels] {
+        std::fs::metadata(file).with_context(|| {
+            format!(
+                "the workers could not load the model: {} names {}",
+                manifest.display(),
+                file.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
