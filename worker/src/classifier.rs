@@ -238,9 +238,9 @@ impl Classifier {
 }
 
 fn load_labels(path: &Path) -> Result<Vec<String>, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+    let text = std::fs::read_to_string(path).map_err(|reason| ModelError::Read {
         path: path.to_owned(),
-        source,
+        reason,
     })?;
     let labels: Vec<String> = text.lines().map(|l| l.trim().to_owned()).collect();
     if labels.len() < TOP_K || labels.iter().any(String::is_empty) {

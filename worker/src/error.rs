@@ -36,10 +36,12 @@ impl ClassifyError {
 /// Why the model could not be loaded: these stop a worker from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
+    // Not named `source`: the message already holds the I/O error, and as
+    // a source too it was printed twice in error chains.
+    #[error("cannot read {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("invalid model manifest {path}: {message}")]
     Manifest { path: PathBuf, message: String },

@@ -37,9 +37,9 @@ impl ModelManifest {
     /// Reads and validates a manifest; relative paths in it are resolved
     /// against the manifest's folder.
     pub fn load(path: &Path) -> Result<ModelManifest, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| ModelError::Read {
             path: path.to_owned(),
-            source,
+            reason,
         })?;
         let invalid = |message: String| ModelError::Manifest {
             path: path.to_owned(),
