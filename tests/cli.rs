@@ -2,9 +2,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use common::repo_root;
+use common::{exit_within, repo_root};
 
 fn imagefleet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_imagefleet"))
@@ -112,16 +114,26 @@ fn simulate_summarises_and_draws_a_chart() {
 fn serve_refuses_to_start_without_a_model() {
     let data = tempfile::tempdir().unwrap();
     let missing = data.path().join("no-such-model.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
         .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
         .arg("--data-dir")
         .arg(data.path())
         .arg("--model")
         .arg(&missing)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A serve that starts anyway would run until killed.
+    let status = exit_within(&mut serve, Duration::from_secs(30), "serve without a model");
+    assert!(!status.success());
+    let mut stderr = String::new();
+    serve
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(
         stderr.contains("the workers could not load the model")
             && stderr.contains("no-such-model.toml"),

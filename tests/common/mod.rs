@@ -188,14 +188,25 @@ pub fn terminate(child: &mut Child, what: &str) -> ExitStatus {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    exit_within(
+        child,
+        Duration::from_secs(60),
+        &format!("{what}, sent SIGTERM,"),
+    )
+}
+
+/// The exit status of `child` once it exits; kills it and panics if `what`
+/// is still running after `limit`, so a process that should have stopped
+/// fails the test instead of hanging it.
+pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{what} did not stop within 60 s of SIGTERM");
+            panic!("{what} did not stop within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
