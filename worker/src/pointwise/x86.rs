@@ -61,6 +61,10 @@ pub fn pointwise_avx2(_conv: &Pointwise, _output: &mut [f32]) {
     unreachable!("callers check has_avx2_fma")
 }
 
+/// Floats in a 64-byte cache line: the step of the prefetches.
+#[cfg(target_arch = "x86_64")]
+const FLOATS_PER_LINE: usize = 16;
+
 /// Calls `tile(vectors, start, width)` for consecutive strips of at most
 /// `lanes * max_vectors` pixels; `vectors` covers `width` with the last one
 /// partial when `width` is not a multiple of `lanes`.
@@ -84,7 +88,7 @@ fn for_each_strip(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{channel_lanes, for_each_strip};
+    use super::{channel_lanes, for_each_strip, FLOATS_PER_LINE};
     use crate::pointwise::kernel::{Pointwise, BLOCK_CHANNELS};
 
     const LANES: usize = 16;
@@ -180,7 +184,9 @@ mod avx512 {
                 // `wrapping_add` keeps computing it defined.
                 let ahead = conv.input.as_ptr().wrapping_add(ahead);
                 for line in 0..=V {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * LANES) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        ahead.wrapping_add(line * FLOATS_PER_LINE) as *const i8
+                    );
                 }
             }
             // SAFETY: `ci * pixels + start` and the unmasked lanes after it
@@ -240,6 +246,7 @@ mod avx512 {
 mod channel_lanes {
     use std::arch::x86_64::*;
 
+    use super::FLOATS_PER_LINE;
     use crate::pointwise::kernel::{ChannelPanels, Pointwise, CHANNEL_PANEL};
 
     const LANES: usize = 16;
@@ -252,8 +259,6 @@ mod channel_lanes {
     /// this every tile streamed the block's whole panel (up to 147 KB) from
     /// L2 again, and these layers ran at 35 GFMA/s against 60 elsewhere.
     const INPUT_CHUNK: usize = 64;
-    /// Floats in a 64-byte cache line.
-    const FLOATS_PER_LINE: usize = 16;
     /// Weight lines of the next pass each full tile prefetches: one per
     /// input channel of the pass.
     const LINES_PER_TILE: usize = INPUT_CHUNK;
