@@ -3,7 +3,7 @@
 //! the classic workload generator sends them), several rounds; prints the
 //! median images per second and latency per worker count. With
 //! `--compare-ort-server PYTHON` the same rounds also go to
-//! worker/bench/ort_server.py (one Python process with onnxruntime, the
+//! benches/ort/ort_server.py (one Python process with onnxruntime, the
 //! baseline to beat), its rounds alternating with imagefleet's, and the
 //! median of the paired ratios is printed.
 //!
@@ -44,7 +44,7 @@ fn main() {
         let port = free_port();
         let mut command = Command::new(python);
         command
-            .arg(root.join("worker/bench/ort_server.py"))
+            .arg(root.join("benches/ort/ort_server.py"))
             .args(["--port", &port.to_string()]);
         Contender::start("python + onnxruntime", command, port, 2, &samples)
     });

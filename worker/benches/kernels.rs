@@ -9,12 +9,12 @@
 //!
 //! Each shape runs over and over on the same buffers, so its weights stay
 //! in cache in a way they do not in a whole pass of the model: this times
-//! the arithmetic, `imagefleet bench --profile-nodes` the layers in place.
+//! the arithmetic, `worker-bench --profile-nodes` the layers in place.
 
 use std::time::{Duration, Instant};
 
 use imagefleet_worker::bench::Summary;
-use imagefleet_worker::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
+use imagefleet_worker::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
 
 /// (input channels, output channels, plane side, what it is) of every
 /// distinct pointwise layer, plus the chunks the fused expansions run.

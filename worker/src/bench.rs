@@ -1,6 +1,7 @@
 //! Stage timings over many runs, summarised as median and p90, plus the
-//! process's memory. Shared by `imagefleet bench` and `cargo bench` so both
-//! report the same figures the same way.
+//! process's memory: the library side of the developer benchmark
+//! (`cargo run -p imagefleet-worker --bin worker-bench`), shared with the
+//! benches so they all report the same figures the same way.
 
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::TypedNode;
@@ -19,7 +20,7 @@ pub struct Summary {
 
 impl Summary {
     /// `None` for an empty set. Nearest-rank percentiles (no interpolation),
-    /// the same rule as worker/bench/ort_bench.py so the two compare.
+    /// the same rule as benches/ort/ort_bench.py so the two compare.
     pub fn of(samples: &[f64]) -> Option<Summary> {
         if samples.is_empty() {
             return None;
@@ -163,7 +164,7 @@ pub fn profile_image(
     profile_operators(classifier, &tensor, iterations, by)
 }
 
-/// The table `imagefleet bench --profile` and `cargo bench` print.
+/// The table `worker-bench --profile` prints.
 pub fn format_profile(costs: &[OperatorCost], iterations: usize, by: ProfileBy) -> String {
     let total: f64 = costs.iter().map(|c| c.median_ms).sum();
     let width = costs

@@ -9,13 +9,12 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use crate::decode::{decode_rgb_at_least, DEFAULT_MAX_PIXELS};
-use crate::depthwise::op::FastDepthwise;
-use crate::depthwise::use_fast_depthwise;
 use crate::error::{ClassifyError, ModelError};
-use crate::expand::op::FastExpandDepthwise;
 use crate::manifest::ModelManifest;
+use crate::ops::depthwise::op::FastDepthwise;
+use crate::ops::expand::op::FastExpandDepthwise;
+use crate::ops::stem::op::FastStemConv;
 use crate::preprocess::preprocess;
-use crate::stem::op::FastStemConv;
 
 /// How many classes a result lists.
 pub const TOP_K: usize = 5;
@@ -63,7 +62,7 @@ impl Classification {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kernels {
     /// Depthwise, pointwise and stem convolutions on our own kernels
-    /// (`crate::depthwise`, `crate::pointwise`, `crate::stem`).
+    /// (every patch of [`crate::ops::PATCHES`]).
     #[default]
     Fast,
     /// Everything on tract's own operators: the reference the fast path is
@@ -163,7 +162,7 @@ impl Classifier {
     }
 
     /// [`Classifier::logits`], calling `observe(node, elapsed)` after each
-    /// node of the plan: what `imagefleet bench --profile` adds up.
+    /// node of the plan: what `worker-bench --profile` adds up.
     pub fn logits_observed(
         &self,
         tensor: Vec<f32>,
@@ -184,7 +183,7 @@ impl Classifier {
     }
 
     /// How many depthwise convolutions of the plan run on
-    /// [`crate::depthwise`]'s kernel, alone or fused with their expansion.
+    /// [`crate::ops::depthwise`]'s kernel, alone or fused with their expansion.
     pub fn fast_depthwise_nodes(&self) -> usize {
         self.plan
             .model()
@@ -195,7 +194,7 @@ impl Classifier {
     }
 
     /// How many expansions run fused with their depthwise convolution
-    /// ([`crate::expand`]).
+    /// ([`crate::ops::expand`]).
     pub fn fused_expansion_nodes(&self) -> usize {
         self.plan
             .model()
@@ -205,7 +204,7 @@ impl Classifier {
             .count()
     }
 
-    /// How many operators of the plan run on [`crate::stem`]'s kernel.
+    /// How many operators of the plan run on [`crate::ops::stem`]'s kernel.
     pub fn fast_stem_nodes(&self) -> usize {
         self.plan
             .model()
@@ -285,15 +284,7 @@ fn load_plan(manifest: &ModelManifest, kernels: Kernels) -> Result<Plan, ModelEr
         .and_then(|m| m.into_decluttered())
         .map_err(onnx_error)?;
     if kernels == Kernels::Fast {
-        let replaced = use_fast_depthwise(&mut typed).map_err(onnx_error)?;
-        tracing::debug!(replaced, "depthwise convolutions on the fast kernel");
-        let replaced = crate::pointwise::use_fast_pointwise(&mut typed).map_err(onnx_error)?;
-        tracing::debug!(replaced, "pointwise convolutions on the fast kernel");
-        let fused = crate::expand::use_fast_expand_depthwise(&mut typed).map_err(onnx_error)?;
-        tracing::debug!(fused, "expansions fused with their depthwise convolution");
-        // Last, so the only convolutions left to it are the regular ones.
-        let replaced = crate::stem::use_fast_stem(&mut typed).map_err(onnx_error)?;
-        tracing::debug!(replaced, "stem convolutions on the fast kernel");
+        crate::ops::apply_patches(&mut typed).map_err(onnx_error)?;
     }
     typed
         .into_optimized()

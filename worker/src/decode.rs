@@ -93,8 +93,9 @@ pub fn decode_rgb_at_least(
 
 /// `DynamicImage::into_rgb8`, with the common 8-bit layouts converted by
 /// plain byte copies: the image crate routes them through a colour-space
-/// aware float conversion (`roundf` per channel) that took 5% of a busy
-/// worker's time on grayscale PNGs. The results are identical (tested).
+/// aware float conversion (`roundf` per channel) that showed up in a busy
+/// worker's profile on grayscale PNGs (docs/performance.md). The results
+/// are identical (tested).
 fn into_rgb8(image: DynamicImage) -> RgbImage {
     let (width, height) = (image.width(), image.height());
     let expand = |raw: &[u8], channels: usize, gray: bool| -> RgbImage {

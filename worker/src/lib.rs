@@ -4,16 +4,11 @@
 pub mod bench;
 pub mod classifier;
 pub mod decode;
-pub mod depthwise;
 pub mod error;
-pub mod expand;
-mod fusion;
 pub mod jpeg_scaled;
 pub mod manifest;
-pub mod pointwise;
+pub mod ops;
 pub mod preprocess;
-mod scratch;
-pub mod stem;
 #[cfg(test)]
 mod test_support;
 

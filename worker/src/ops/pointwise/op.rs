@@ -26,7 +26,7 @@ pub struct FastPointwise {
 
 impl FastPointwise {
     pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
-        crate::fusion::clamp_from_bits(self.clamp)
+        crate::ops::rewrite::clamp_from_bits(self.clamp)
     }
 
     fn input_count(&self) -> usize {

@@ -1,9 +1,9 @@
-//! An ungrouped convolution as im2col + [`crate::pointwise`]'s kernel, and
+//! An ungrouped convolution as im2col + [`crate::ops::pointwise`]'s kernel, and
 //! the textbook definition it is tested against.
 
 use super::im2col::{im2col, Geometry};
-use crate::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
-use crate::scratch::with_scratch;
+use crate::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
+use crate::ops::scratch::with_scratch;
 
 /// `output[co] = clamp(bias[co] + sum over (ci, ky, kx) of w[co][ci][ky][kx]
 /// * padded input[ci][oy * sh + ky][ox * sw + kx])`. `weights` packs the

@@ -1,10 +1,11 @@
 //! Rewrites a decluttered tract model so its stem convolution runs on
 //! [`FastStemConv`]; everything else is left to tract.
 //!
-//! Run it after [`crate::depthwise`] and [`crate::pointwise`] have taken
-//! theirs: by then the only `Conv` nodes left in a MobileNet-style model
-//! are regular convolutions, and this takes those whose im2col matrix is
-//! small (few input channels, like the RGB stem).
+//! Run it after [`crate::ops::depthwise`] and [`crate::ops::pointwise`]
+//! have taken theirs (as [`crate::ops::PATCHES`] does): by then the only
+//! `Conv` nodes left in a MobileNet-style model are regular convolutions,
+//! and this takes those whose im2col matrix is small (few input channels,
+//! like the RGB stem).
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 
 use super::im2col::Geometry;
 use super::op::FastStemConv;
-use crate::fusion::{plain_conv_shapes, replace_convs};
-use crate::pointwise::kernel::PackedWeights;
+use crate::ops::pointwise::kernel::PackedWeights;
+use crate::ops::rewrite::{plain_conv_shapes, replace_convs};
 
 /// Rows of the im2col matrix (`cin * kh * kw`) beyond which a convolution is
 /// left to tract: the matrix is that many times the output plane, which is
@@ -114,8 +115,8 @@ mod tests {
     #[test]
     fn replaces_the_stem_of_efficientnet_lite0_and_nothing_else() {
         let mut model = efficientnet();
-        crate::depthwise::use_fast_depthwise(&mut model).unwrap();
-        crate::pointwise::use_fast_pointwise(&mut model).unwrap();
+        crate::ops::depthwise::use_fast_depthwise(&mut model).unwrap();
+        crate::ops::pointwise::use_fast_pointwise(&mut model).unwrap();
         assert_eq!(use_fast_stem(&mut model).unwrap(), 1);
         let ops: Vec<&FastStemConv> = model
             .nodes()

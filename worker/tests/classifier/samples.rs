@@ -1,21 +1,9 @@
 //! The real model on real photos: the sample images get labels their
 //! reference accepts, and every upload format decodes to the same picture.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
 use imagefleet_worker::{Classifier, ClassifyError};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn classifier() -> &'static Classifier {
-    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
-    CLASSIFIER.get_or_init(|| {
-        Classifier::load(&repo_root().join("models/model.toml")).expect("model loads")
-    })
-}
+use super::{classifier, manifest, repo_root};
 
 /// (file, accepted labels, reference probability of the reference top-1)
 fn expected() -> Vec<(String, Vec<String>, f32)> {
@@ -123,7 +111,7 @@ fn pixel_budget_is_checked_before_decoding() {
     // A valid PNG header claiming 100000x100000 pixels: refused from the
     // header alone, without allocating 30 GB.
     let huge = huge_png_header(100_000, 100_000);
-    let c = Classifier::load(&repo_root().join("models/model.toml"))
+    let c = Classifier::load(&manifest())
         .unwrap()
         .with_max_pixels(1_000_000);
     match c.classify(&huge) {

@@ -8,7 +8,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 
 use super::kernel::Geometry;
 use super::op::FastDepthwise;
-use crate::fusion::{plain_conv_shapes, replace_convs};
+use crate::ops::rewrite::{plain_conv_shapes, replace_convs};
 
 /// Replaces every depthwise `Conv` the fast kernel supports (f32, NCHW or CHW,
 /// batch 1, square 3x3 or 5x5 filter, stride 1 or 2, no dilation, constant

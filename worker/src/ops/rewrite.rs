@@ -1,6 +1,6 @@
 //! Graph matching shared by the patches that swap tract operators for our
-//! kernels (`crate::depthwise`, `crate::pointwise`, `crate::stem`): the
-//! replacement loop, and recognising the element-wise nodes that follow a
+//! kernels (`depthwise`, `pointwise`, `stem`, `expand` beside this file):
+//! the replacement loop, and recognising the element-wise nodes that follow a
 //! convolution so the kernel can apply them while the values are still in
 //! registers.
 

@@ -11,8 +11,17 @@
 //! in L1 or L2 while every weight panel streams past it. Small planes
 //! (7x7) on AVX-512 swap the roles, output channels in the lanes (see
 //! [`CHANNEL_LANES_BELOW`]).
+//!
+//! This file holds the layouts and the dispatch; each instruction set's
+//! kernel is a child module ([`Isa`]), reading only what is defined here.
 
-use super::x86;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod channel_lanes;
+mod portable;
 
 /// Output channels computed together; the packed weights hold panels of
 /// this many channels, zero-padded at the end.
@@ -246,8 +255,12 @@ impl Isa {
 
     pub fn is_available(self) -> bool {
         match self {
-            Isa::Avx512 => x86::has_avx512(),
-            Isa::Avx2Fma => x86::has_avx2_fma(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::available(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => avx2::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx512 | Isa::Avx2Fma => false,
             Isa::Portable => true,
         }
     }
@@ -265,71 +278,42 @@ pub fn pointwise_on(isa: Isa, conv: &Pointwise, output: &mut [f32]) {
     conv.check(output);
     assert!(isa.is_available(), "{isa:?} is not supported by this CPU");
     match isa {
-        Isa::Avx512 => x86::pointwise_avx512(conv, output),
-        Isa::Avx2Fma => x86::pointwise_avx2(conv, output),
-        Isa::Portable => pointwise_portable(conv, output),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if conv.weights.channel_panels().is_some() => {
+            channel_lanes::pointwise(conv, output)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::pointwise(conv, output),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => avx2::pointwise(conv, output),
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx512 | Isa::Avx2Fma => unreachable!("is_available is false off x86-64"),
+        Isa::Portable => portable::pointwise(conv, output),
     }
 }
 
-/// Pixels per portable tile: 8 x 8 accumulators, which the compiler keeps in
-/// the 16 SSE or 32 NEON registers.
-const PORTABLE_TILE: usize = 8;
+/// Floats in a 64-byte cache line: the step of the vector kernels'
+/// prefetches.
+#[cfg(target_arch = "x86_64")]
+const FLOATS_PER_LINE: usize = 16;
 
-fn pointwise_portable(conv: &Pointwise, output: &mut [f32]) {
-    let pixels = conv.pixels;
-    let full = pixels / PORTABLE_TILE * PORTABLE_TILE;
-    for start in (0..full).step_by(PORTABLE_TILE) {
-        for block in 0..conv.weights.blocks() {
-            portable_tile::<PORTABLE_TILE>(conv, block, start, output);
-        }
-    }
-    // The last few pixels one at a time, in the same order of operations.
-    for start in full..pixels {
-        for block in 0..conv.weights.blocks() {
-            portable_tile::<1>(conv, block, start, output);
-        }
-    }
-}
-
+/// Calls `strip(vectors, start, width)` for consecutive strips of at most
+/// `lanes * max_vectors` pixels; `vectors` covers `width` with the last one
+/// partial when `width` is not a multiple of `lanes`. The vector kernels'
+/// walk over the plane.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn portable_tile<const WIDTH: usize>(
-    conv: &Pointwise,
-    block: usize,
-    start: usize,
-    output: &mut [f32],
+fn for_each_strip(
+    pixels: usize,
+    lanes: usize,
+    max_vectors: usize,
+    mut strip: impl FnMut(usize, usize, usize),
 ) {
-    let weights = conv.weights;
-    let pixels = conv.pixels;
-    let mut acc = [[0f32; WIDTH]; BLOCK_CHANNELS];
-    for (row, bias) in acc.iter_mut().zip(weights.block_bias(block)) {
-        *row = [*bias; WIDTH];
-    }
-    let panel = weights.panel(block);
-    for ci in 0..weights.input_channels {
-        let x: &[f32; WIDTH] = conv.input[ci * pixels + start..][..WIDTH]
-            .try_into()
-            .expect("tile lies inside the plane");
-        let w = &panel[ci * BLOCK_CHANNELS..(ci + 1) * BLOCK_CHANNELS];
-        for (row, w) in acc.iter_mut().zip(w) {
-            for (a, x) in row.iter_mut().zip(x) {
-                *a += w * x;
-            }
-        }
-    }
-    let rows = (weights.output_channels - block * BLOCK_CHANNELS).min(BLOCK_CHANNELS);
-    for (r, row) in acc.iter().enumerate().take(rows) {
-        let at = (block * BLOCK_CHANNELS + r) * pixels + start;
-        let out = &mut output[at..at + WIDTH];
-        for (i, (o, v)) in out.iter_mut().zip(row).enumerate() {
-            let mut v = *v;
-            if let Some((lo, hi)) = conv.clamp {
-                v = v.max(lo).min(hi);
-            }
-            if let Some(residual) = conv.residual {
-                v += residual[at + i];
-            }
-            *o = v;
-        }
+    let mut start = 0;
+    while start < pixels {
+        let width = (pixels - start).min(lanes * max_vectors);
+        strip(width.div_ceil(lanes), start, width);
+        start += width;
     }
 }
 

@@ -5,9 +5,9 @@
 use tract_onnx::prelude::*;
 
 use super::op::FastExpandDepthwise;
-use crate::depthwise::op::FastDepthwise;
-use crate::fusion::{patch_until_done, sole_consumer};
-use crate::pointwise::op::FastPointwise;
+use crate::ops::depthwise::op::FastDepthwise;
+use crate::ops::pointwise::op::FastPointwise;
+use crate::ops::rewrite::{patch_until_done, sole_consumer};
 
 /// Expansions whose output is at least this large are fused: from here on
 /// it no longer fits a core's L2 cache next to everything else (the
@@ -18,8 +18,8 @@ const FUSE_FROM_BYTES: usize = 1024 * 1024;
 /// Fuses every [`FastPointwise`] without a residual whose only reader is a
 /// [`FastDepthwise`] over the same channels, when its output is large.
 /// Returns how many pairs were fused. Call it after
-/// [`crate::pointwise::use_fast_pointwise`] and
-/// [`crate::depthwise::use_fast_depthwise`].
+/// [`crate::ops::pointwise::use_fast_pointwise`] and
+/// [`crate::ops::depthwise::use_fast_depthwise`].
 pub fn use_fast_expand_depthwise(model: &mut TypedModel) -> TractResult<usize> {
     // Fused nodes are no longer FastPointwise, so this ends.
     patch_until_done(model, fuse_first)
@@ -59,8 +59,8 @@ fn fuse_first(model: &mut TypedModel) -> TractResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::depthwise::use_fast_depthwise;
-    use crate::pointwise::use_fast_pointwise;
+    use crate::ops::depthwise::use_fast_depthwise;
+    use crate::ops::pointwise::use_fast_pointwise;
     use crate::test_support::{assert_patch_keeps_logits, efficientnet, patched_logits};
 
     fn fast_ops(model: &mut TypedModel) -> TractResult<usize> {

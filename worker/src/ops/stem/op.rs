@@ -9,7 +9,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::im2col::Geometry;
 use super::kernel::conv;
-use crate::pointwise::kernel::PackedWeights;
+use crate::ops::pointwise::kernel::PackedWeights;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastStemConv {
@@ -25,7 +25,7 @@ pub struct FastStemConv {
 
 impl FastStemConv {
     pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
-        crate::fusion::clamp_from_bits(self.clamp)
+        crate::ops::rewrite::clamp_from_bits(self.clamp)
     }
 }
 
@@ -98,7 +98,7 @@ impl TypedOp for FastStemConv {
     as_op!();
 }
 
-impl crate::fusion::ConvReplacement for FastStemConv {
+impl crate::ops::rewrite::ConvReplacement for FastStemConv {
     fn output_shape(&self) -> &[usize] {
         &self.output_shape
     }

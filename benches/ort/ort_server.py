@@ -7,8 +7,8 @@ generator uses: `POST /` with a multipart field `myfile` answers the top-1
 label as text; `GET /healthz` answers "ok". Decoding and preprocessing are
 those of ort_bench.py (the model contract in models/README.md).
 
-    python3 -m venv /tmp/ortvenv && /tmp/ortvenv/bin/pip install -r worker/bench/requirements.txt
-    /tmp/ortvenv/bin/python worker/bench/ort_server.py --port 8090
+    python3 -m venv /tmp/ortvenv && /tmp/ortvenv/bin/pip install -r benches/ort/requirements.txt
+    /tmp/ortvenv/bin/python benches/ort/ort_server.py --port 8090
     imagefleet load --url http://127.0.0.1:8090/ tests/samples/*.jpg tests/samples/*.png
 
 `cargo bench --bench pipeline -- --compare-ort-server /tmp/ortvenv/bin/python`

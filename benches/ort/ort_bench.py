@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""onnxruntime on the same model, images and preprocessing as `imagefleet bench`.
+"""onnxruntime on the same model, images and preprocessing as worker-bench.
 
 Prints the median and p90 milliseconds per image for decode, preprocess and
 inference on one thread, plus session start-up and resident memory, so the
 tract worker can be compared side by side in the same run:
 
-    python3 -m venv /tmp/ortvenv && /tmp/ortvenv/bin/pip install -r worker/bench/requirements.txt
-    imagefleet bench --compare-ort /tmp/ortvenv/bin/python
+    python3 -m venv /tmp/ortvenv && /tmp/ortvenv/bin/pip install -r benches/ort/requirements.txt
+    cargo run -p imagefleet-worker --bin worker-bench -- --compare-ort /tmp/ortvenv/bin/python
 
-With --json the figures are printed as one JSON object (what `imagefleet
-bench --compare-ort` reads).
+With --json the figures are printed as one JSON object (what `worker-bench
+--compare-ort` reads).
 """
 
 import argparse

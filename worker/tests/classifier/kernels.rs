@@ -2,21 +2,17 @@
 //! on every sample photo the logits stay within 1e-4 (relative to the
 //! largest logit) of tract's own operators.
 
-use std::path::{Path, PathBuf};
-
 use imagefleet_worker::decode::decode_rgb;
 use imagefleet_worker::preprocess::preprocess;
 use imagefleet_worker::{Classifier, Kernels};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use super::{classifier, manifest, repo_root};
 
 #[test]
 fn fast_kernels_match_plain_tract_on_every_sample() {
-    let manifest = repo_root().join("models/model.toml");
-    let fast = Classifier::load_with_kernels(&manifest, Kernels::Fast).unwrap();
-    let plain = Classifier::load_with_kernels(&manifest, Kernels::Tract).unwrap();
+    // The shared classifier runs on the fast kernels (the default).
+    let fast = classifier();
+    let plain = Classifier::load_with_kernels(&manifest(), Kernels::Tract).unwrap();
     // EfficientNet-Lite0 has 16 depthwise convolutions, each followed by ReLU6.
     assert_eq!(fast.fast_depthwise_nodes(), 16);
     assert_eq!(plain.fast_depthwise_nodes(), 0);

@@ -25,7 +25,7 @@ pub struct FastDepthwise {
 
 impl FastDepthwise {
     pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
-        crate::fusion::clamp_from_bits(self.clamp)
+        crate::ops::rewrite::clamp_from_bits(self.clamp)
     }
 }
 
@@ -101,7 +101,7 @@ impl TypedOp for FastDepthwise {
     as_op!();
 }
 
-impl crate::fusion::ConvReplacement for FastDepthwise {
+impl crate::ops::rewrite::ConvReplacement for FastDepthwise {
     fn output_shape(&self) -> &[usize] {
         &self.output_shape
     }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::depthwise::kernel::{depthwise, Geometry};
-use crate::depthwise::op::FastDepthwise;
-use crate::fusion::clamp_from_bits;
-use crate::pointwise::kernel::{pointwise, PackedWeights, Pointwise, BLOCK_CHANNELS};
-use crate::pointwise::op::FastPointwise;
-use crate::scratch::with_scratch;
+use crate::ops::depthwise::kernel::{depthwise, Geometry};
+use crate::ops::depthwise::op::FastDepthwise;
+use crate::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise, BLOCK_CHANNELS};
+use crate::ops::pointwise::op::FastPointwise;
+use crate::ops::rewrite::clamp_from_bits;
+use crate::ops::scratch::with_scratch;
 
 /// Bytes of expanded activations computed per chunk: a quarter of a core's
 /// L2 (2 MB on the Xeons we run on, 1 MB and up on most x86 cores), so the

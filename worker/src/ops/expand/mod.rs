@@ -2,10 +2,11 @@
 //! convolution that reads it. Unfused, the expansion writes its whole
 //! output (96 x 112 x 112 floats, 4.8 MB, in EfficientNet-Lite0) and the
 //! depthwise convolution reads it back after it has left the core's 2 MB
-//! L2 cache; under load that copy-in was 8.5% of a worker's time. Fused,
-//! the expansion runs a few channels at a time into a buffer that stays in
-//! L2, and the depthwise convolution consumes each chunk at once. Both
-//! halves run the same kernels as before, so the results are identical.
+//! L2 cache, a copy-in that showed up as a sizeable share of a loaded
+//! worker's time (docs/performance.md). Fused, the expansion runs a few
+//! channels at a time into a buffer that stays in L2, and the depthwise
+//! convolution consumes each chunk at once. Both halves run the same
+//! kernels as before, so the results are identical.
 
 pub mod op;
 pub mod patch;

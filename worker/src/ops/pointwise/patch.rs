@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::kernel::PackedWeights;
 use super::op::FastPointwise;
-use crate::fusion::{clamp_after, other_operand, patch_until_done, sole_consumer};
+use crate::ops::rewrite::{clamp_after, other_operand, patch_until_done, sole_consumer};
 
 /// Replaces every pointwise convolution the fast kernel supports (f32, CHW
 /// or NCHW with a batch of 1, constant weights and bias), fusing a following

@@ -1,0 +1,86 @@
+//! Our own operators for what tract is slow at, and the graph rewrites that
+//! put them into a model: one folder per operator (its kernel, its tract op,
+//! its patch), the matching they share (`rewrite.rs`) and the list of patches
+//! in the order a model gets them ([`PATCHES`]).
+
+pub mod depthwise;
+pub mod expand;
+pub mod pointwise;
+mod rewrite;
+mod scratch;
+pub mod stem;
+
+use tract_onnx::prelude::{TractResult, TypedModel};
+
+/// One graph rewrite: it replaces (or fuses) the nodes it supports in a
+/// decluttered model and returns how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Patch {
+    /// A short name (the operator folder it comes from).
+    pub name: &'static str,
+    /// What the count it returns counts, for the log.
+    pub counts: &'static str,
+    pub apply: fn(&mut TypedModel) -> TractResult<usize>,
+}
+
+/// Every patch, in the order [`apply_patches`] runs them. The order
+/// matters: the expansion fusion works on the ops the depthwise and
+/// pointwise patches leave, and the stem goes last so the only convolutions
+/// left to it are the regular ones.
+pub const PATCHES: &[Patch] = &[
+    Patch {
+        name: "depthwise",
+        counts: "depthwise convolutions on the fast kernel",
+        apply: depthwise::use_fast_depthwise,
+    },
+    Patch {
+        name: "pointwise",
+        counts: "pointwise convolutions on the fast kernel",
+        apply: pointwise::use_fast_pointwise,
+    },
+    Patch {
+        name: "expand",
+        counts: "expansions fused with their depthwise convolution",
+        apply: expand::use_fast_expand_depthwise,
+    },
+    Patch {
+        name: "stem",
+        counts: "stem convolutions on the fast kernel",
+        apply: stem::use_fast_stem,
+    },
+];
+
+/// Applies every patch of [`PATCHES`] in order to a decluttered model (before
+/// `into_optimized`, which would lower the operators they look for), logging
+/// how many nodes each one rewrote.
+pub fn apply_patches(model: &mut TypedModel) -> TractResult<()> {
+    for patch in PATCHES {
+        let replaced = (patch.apply)(model)?;
+        tracing::debug!(patch = patch.name, replaced, "{}", patch.counts);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::efficientnet;
+
+    #[test]
+    fn every_patch_finds_its_nodes_of_efficientnet_lite0_in_order() {
+        let mut model = efficientnet();
+        let counts: Vec<(&str, usize)> = PATCHES
+            .iter()
+            .map(|patch| (patch.name, (patch.apply)(&mut model).unwrap()))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("depthwise", 16),
+                ("pointwise", 32),
+                ("expand", 3),
+                ("stem", 1)
+            ]
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The AVX-512 kernel for small planes (7x7), with the output channels in
+//! the lanes instead of the pixels: tiles of 48 channels (3 zmm) x 7
+//! pixels, 21 accumulators, each weight vector loaded once per input
+//! channel and each pixel broadcast (10 loads per 21 FMAs; 32-channel tiles
+//! needed 9 per 14). Every lane does useful work when the channel count is a multiple of 16 (all of
+//! EfficientNet's 7x7 layers), at the price of writing the `[pixel][channel]`
+//! tile back to the `[channel][pixel]` output with scatters, which the
+//! hundreds of input channels of these layers amortise.
+
+use std::arch::x86_64::*;
+
+use super::{ChannelPanels, Pointwise, CHANNEL_PANEL, FLOATS_PER_LINE};
+
+const LANES: usize = 16;
+/// Vectors of output channels per tile: one panel.
+const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
+/// Pixels per tile: 7 divides both 7x7 and 14x14 planes.
+const PIXELS: usize = 7;
+/// Input channels per pass over the plane: their weights (8 KB) and
+/// pixels (12.5 KB on 7x7) stay in L1 for all the plane's tiles. Without
+/// this every tile streamed the block's whole panel (up to 147 KB) from
+/// L2 again, and these layers ran far below the kernel's speed elsewhere
+/// (the figures are in docs/performance.md).
+const INPUT_CHUNK: usize = 64;
+/// Weight lines of the next pass each full tile prefetches: one per
+/// input channel of the pass.
+const LINES_PER_TILE: usize = INPUT_CHUNK;
+
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Panics unless the CPU has AVX-512F, `conv`'s weights hold the
+/// channels-in-lanes layout ([`super::PackedWeights::channel_panels`]) and
+/// the slices match `conv`'s shapes.
+pub(super) fn pointwise(conv: &Pointwise, output: &mut [f32]) {
+    assert!(available(), "AVX-512F is not available");
+    conv.check(output);
+    let panels = conv
+        .weights
+        .channel_panels()
+        .expect("weights packed for channels in lanes");
+    // SAFETY: the CPU supports AVX-512F (asserted above), the input,
+    // residual and output lengths match the shapes (checked above) and
+    // `panels` are `conv.weights`' own, which is all `run` relies on.
+    unsafe { run(conv, panels, output) }
+}
+
+/// # Safety
+/// The CPU must support AVX-512F, the slices must match `conv`'s shapes
+/// (`Pointwise::check`) and `panels` must be `conv.weights`' own.
+#[target_feature(enable = "avx512f")]
+unsafe fn run(conv: &Pointwise, panels: &ChannelPanels, output: &mut [f32]) {
+    let pixels = conv.pixels;
+    let cin = conv.weights.input_channels();
+    let cout = conv.weights.output_channels();
+    // Sums over the input channels done so far, `[pixel][CHANNEL_PANEL]`
+    // for the current block.
+    let mut partial = vec![0f32; pixels * CHANNEL_PANEL];
+    // Offsets of one pixel in 16 consecutive output channels. Fits i32:
+    // the planes this runs on are small (`CHANNEL_LANES_BELOW`).
+    let stride = i32::try_from(pixels).expect("small plane");
+    let channel_offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(stride),
+    );
+    for block in 0..cout.div_ceil(CHANNEL_PANEL) {
+        let channels = (cout - block * CHANNEL_PANEL).min(CHANNEL_PANEL);
+        let lanes_mask = |n: usize| -> __mmask16 {
+            if n >= LANES {
+                !0
+            } else {
+                (1 << n) - 1
+            }
+        };
+        let masks: [__mmask16; PANEL_VECTORS] =
+            std::array::from_fn(|v| lanes_mask(channels.saturating_sub(v * LANES)));
+        let tile = Tile {
+            conv,
+            panels,
+            block,
+            masks,
+            channel_offsets,
+        };
+        let vectors = channels.div_ceil(LANES);
+        let full = pixels / PIXELS * PIXELS;
+        for first_ci in (0..cin).step_by(INPUT_CHUNK) {
+            let cis = first_ci..(first_ci + INPUT_CHUNK).min(cin);
+            for start in (0..full).step_by(PIXELS) {
+                tile.dispatch::<PIXELS>(vectors, start, cis.clone(), &mut partial, output);
+            }
+            // Leftover pixels one at a time.
+            for start in full..pixels {
+                tile.dispatch::<1>(vectors, start, cis.clone(), &mut partial, output);
+            }
+        }
+    }
+}
+
+struct Tile<'a> {
+    conv: &'a Pointwise<'a>,
+    panels: &'a ChannelPanels,
+    block: usize,
+    /// Which of each vector's 16 channels exist.
+    masks: [__mmask16; PANEL_VECTORS],
+    channel_offsets: __m512i,
+}
+
+impl Tile<'_> {
+    /// [`Tile::run`] with as many vectors as the block has channels.
+    ///
+    /// # Safety
+    /// As for [`Tile::run`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dispatch<const P: usize>(
+        &self,
+        vectors: usize,
+        start: usize,
+        input_channels: std::ops::Range<usize>,
+        partial: &mut [f32],
+        output: &mut [f32],
+    ) {
+        match vectors {
+            1 => self.run::<1, P>(start, input_channels, partial, output),
+            2 => self.run::<2, P>(start, input_channels, partial, output),
+            _ => self.run::<3, P>(start, input_channels, partial, output),
+        }
+    }
+
+    /// Channels `block * 48..` (`V` vectors of them) for pixels
+    /// `start..start + P`, summing over `input_channels`: the first pass
+    /// starts from the bias, later ones from `partial`, and every pass
+    /// but the last leaves its sums there.
+    ///
+    /// # Safety
+    /// As for [`run`]; those pixels must lie inside the plane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const V: usize, const P: usize>(
+        &self,
+        start: usize,
+        input_channels: std::ops::Range<usize>,
+        partial: &mut [f32],
+        output: &mut [f32],
+    ) {
+        let conv = self.conv;
+        let pixels = conv.pixels;
+        let cin = conv.weights.input_channels();
+        let panel = &self.panels.panels[self.block * cin * CHANNEL_PANEL..][..cin * CHANNEL_PANEL];
+        let bias = &self.panels.bias[self.block * CHANNEL_PANEL..][..CHANNEL_PANEL];
+
+        let (first_pass, last_pass) = (input_channels.start == 0, input_channels.end == cin);
+        let partial = &mut partial[start * CHANNEL_PANEL..][..P * CHANNEL_PANEL];
+        let mut acc = [[_mm512_setzero_ps(); V]; P];
+        for (p, row) in acc.iter_mut().enumerate() {
+            for (v, a) in row.iter_mut().enumerate() {
+                // SAFETY: `bias` holds CHANNEL_PANEL values and
+                // `partial` as many per pixel of the tile, `v < V <= 3`.
+                *a = unsafe {
+                    if first_pass {
+                        _mm512_loadu_ps(bias.as_ptr().add(v * LANES))
+                    } else {
+                        _mm512_loadu_ps(partial.as_ptr().add(p * CHANNEL_PANEL + v * LANES))
+                    }
+                };
+            }
+        }
+        // The first tiles of a pass prefetch the weights of the next
+        // pass (the next input channels, or the next block's first),
+        // which follow in the panels: one line per input channel each.
+        // These layers' weights (0.9-1.6 MB each) come from L3 once per
+        // image, and the tiles waited on them.
+        let tile = start / PIXELS;
+        let next_pass = panel
+            .as_ptr()
+            .wrapping_add(input_channels.end * CHANNEL_PANEL)
+            .wrapping_add(tile * LINES_PER_TILE * FLOATS_PER_LINE);
+        let prefetch =
+            P == PIXELS && tile * LINES_PER_TILE < INPUT_CHUNK * CHANNEL_PANEL / FLOATS_PER_LINE;
+        for (i, ci) in input_channels.enumerate() {
+            if prefetch {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    next_pass.wrapping_add(i * FLOATS_PER_LINE) as *const i8
+                );
+            }
+            let mut w = [_mm512_setzero_ps(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                // SAFETY: the panel holds CHANNEL_PANEL weights per
+                // input channel.
+                *w = unsafe { _mm512_loadu_ps(panel.as_ptr().add(ci * CHANNEL_PANEL + v * LANES)) };
+            }
+            let x: &[f32; P] = conv.input[ci * pixels + start..][..P]
+                .try_into()
+                .expect("tile lies inside the plane");
+            for (row, x) in acc.iter_mut().zip(x) {
+                let x = _mm512_set1_ps(*x);
+                for (a, w) in row.iter_mut().zip(&w) {
+                    *a = _mm512_fmadd_ps(*w, x, *a);
+                }
+            }
+        }
+
+        if !last_pass {
+            for (p, row) in acc.iter().enumerate() {
+                for (v, a) in row.iter().enumerate() {
+                    // SAFETY: as for the loads above.
+                    unsafe {
+                        _mm512_storeu_ps(
+                            partial.as_mut_ptr().add(p * CHANNEL_PANEL + v * LANES),
+                            *a,
+                        )
+                    };
+                }
+            }
+            return;
+        }
+        let clamp = conv
+            .clamp
+            .map(|(lo, hi)| (_mm512_set1_ps(lo), _mm512_set1_ps(hi)));
+        for (p, row) in acc.iter().enumerate() {
+            for (v, y) in row.iter().enumerate() {
+                let mut y = *y;
+                if let Some((lo, hi)) = clamp {
+                    y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                }
+                let first = (self.block * CHANNEL_PANEL + v * LANES) * pixels + start + p;
+                let mask = self.masks[v];
+                // SAFETY: lane i addresses `first + i * pixels`, output
+                // channel `block * 48 + v * 16 + i` at pixel `start + p`:
+                // inside the `[cout, pixels]` residual and output for the
+                // channels that exist, and the others are masked off.
+                unsafe {
+                    if let Some(residual) = conv.residual {
+                        let res = _mm512_mask_i32gather_ps::<4>(
+                            _mm512_setzero_ps(),
+                            mask,
+                            self.channel_offsets,
+                            residual.as_ptr().add(first),
+                        );
+                        y = _mm512_add_ps(y, res);
+                    }
+                    _mm512_mask_i32scatter_ps::<4>(
+                        output.as_mut_ptr().add(first),
+                        mask,
+                        self.channel_offsets,
+                        y,
+                    );
+                }
+            }
+        }
+    }
+}
