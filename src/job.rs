@@ -3,9 +3,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use imagefleet_worker::{Prediction, StageTimings};
+use imagefleet_worker::{ClassifyError, Prediction, StageTimings};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// After this many receives without a delete, a request is dead-lettered
+/// (on both backends).
+pub const MAX_RECEIVES: u32 = 5;
 
 /// Job ids are UUIDs chosen by the web tier; every object key derives from
 /// one, so a client never names a file on the server.
@@ -81,10 +85,59 @@ pub enum Outcome {
         timings: JobTimings,
     },
     Failed {
-        /// `ClassifyError::kind()`, or `input_missing`.
-        error: String,
+        #[serde(rename = "error")]
+        kind: FailureKind,
         message: String,
     },
+}
+
+/// Why a job has no label. Travels as a stable snake_case string (the
+/// `error` field of a failed result); the web tier maps each kind to a
+/// status code by an exhaustive match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The upload had no bytes.
+    Empty,
+    /// Not an image format the worker reads.
+    UnsupportedFormat,
+    /// More pixels than the worker's limit.
+    TooManyPixels,
+    /// Looked like an image, could not be decoded.
+    Undecodable,
+    /// The model failed on a decoded image.
+    Inference,
+    /// The input object was gone when the worker came to it.
+    InputMissing,
+    /// A kind this version does not know (written by a newer one).
+    #[serde(other)]
+    Unknown,
+}
+
+impl FailureKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::Empty => "empty",
+            FailureKind::UnsupportedFormat => "unsupported_format",
+            FailureKind::TooManyPixels => "too_many_pixels",
+            FailureKind::Undecodable => "undecodable",
+            FailureKind::Inference => "inference",
+            FailureKind::InputMissing => "input_missing",
+            FailureKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<&ClassifyError> for FailureKind {
+    fn from(error: &ClassifyError) -> FailureKind {
+        match error {
+            ClassifyError::Empty => FailureKind::Empty,
+            ClassifyError::UnsupportedFormat => FailureKind::UnsupportedFormat,
+            ClassifyError::TooManyPixels { .. } => FailureKind::TooManyPixels,
+            ClassifyError::Undecodable(_) => FailureKind::Undecodable,
+            ClassifyError::Inference(_) => FailureKind::Inference,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -114,7 +167,7 @@ mod tests {
             id: JobId::new(),
             file_name: "cat.jpg".into(),
             outcome: Outcome::Failed {
-                error: "undecodable".into(),
+                kind: FailureKind::Undecodable,
                 message: "bad huffman code".into(),
             },
             model: "m".into(),
@@ -127,6 +180,22 @@ mod tests {
         assert_eq!(json["error"], "undecodable");
         let back: JobResult = serde_json::from_value(json).unwrap();
         assert_eq!(back, result);
+    }
+
+    #[test]
+    fn failure_kinds_keep_their_wire_names() {
+        for kind in [
+            FailureKind::Empty,
+            FailureKind::UnsupportedFormat,
+            FailureKind::TooManyPixels,
+            FailureKind::Undecodable,
+            FailureKind::Inference,
+            FailureKind::InputMissing,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        let newer: FailureKind = serde_json::from_value("from_the_future".into()).unwrap();
+        assert_eq!(newer, FailureKind::Unknown);
     }
 
     #[test]

@@ -15,4 +15,4 @@ pub mod shutdown;
 pub mod simulate;
 pub mod store;
 pub mod web;
-pub mod worker_loop;
+pub mod worker;

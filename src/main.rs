@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use imagefleet::cli::{Cli, Command, PolicyCommand};
+use imagefleet::cli::{Cli, Command};
 use imagefleet::commands;
 use tracing_subscriber::EnvFilter;
 
@@ -36,12 +36,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             .block_on(commands::controller::run(args))
             .map(|()| true),
         Command::Plan(args) => commands::plan::run(args).map(|()| true),
-        Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => commands::policy::check(&file),
+        Command::Policy { command } => commands::policy::run(command),
         Command::Simulate(args) => commands::simulate::run(args).map(|()| true),
         Command::Load(args) => commands::load::run(args),
-        Command::Bench(args) => commands::bench::run(args),
         Command::Aws(command) => runtime.block_on(commands::aws::run(command)),
     }
 }

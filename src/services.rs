@@ -6,11 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::aws::{AwsClients, AwsConfig};
+use crate::job::MAX_RECEIVES;
 use crate::queue::{Queue, SqliteQueueFile, SqsQueue};
 use crate::store::{DirStore, ObjectStore, S3Store};
-
-/// After this many receives without a delete, a request is dead-lettered.
-pub const MAX_RECEIVES: u32 = 5;
 
 #[derive(Clone)]
 pub struct Services {

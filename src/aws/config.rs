@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// After this many receives without a delete, SQS moves a request to the
 /// dead-letter queue (the local backend uses the same number).
-pub use crate::services::MAX_RECEIVES;
+pub use crate::job::MAX_RECEIVES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

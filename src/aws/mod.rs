@@ -1,10 +1,10 @@
-//! AWS mode: configuration, SDK clients, the fleet's resources and the
-//! workers' user data. The seams' AWS implementations live beside the local
-//! ones (`queue::sqs`, `store::s3`, `fleet::ec2`).
+//! AWS plumbing: configuration, SDK clients and the workers' user data.
+//! Nothing here imports from above it: the seams' AWS implementations
+//! (`queue::sqs`, `store::s3`, `fleet::ec2`) build on this, and provisioning
+//! (`commands::aws`) builds on those.
 
 pub mod clients;
 pub mod config;
-pub mod resources;
 pub mod user_data;
 
 pub use clients::AwsClients;

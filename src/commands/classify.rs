@@ -2,8 +2,20 @@
 //! per file, no server involved.
 
 use std::io::Write;
+use std::path::PathBuf;
 
-use crate::cli::ClassifyArgs;
+use clap::Args;
+
+use super::args::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Image files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
 
 /// Returns false when any file could not be classified.
 pub fn run(args: ClassifyArgs) -> anyhow::Result<bool> {

@@ -3,15 +3,36 @@
 //! throughput and latency.
 
 use std::collections::BTreeMap;
-
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::Args;
 use serde::Serialize;
 
-use crate::cli::LoadArgs;
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The upload endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080/")]
+    pub url: String,
+    /// Client threads uploading at once.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Uploads in all, cycling through the files.
+    #[arg(long, default_value_t = 100)]
+    pub requests: usize,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Print the summary as one JSON object (for scripts and benches).
+    #[arg(long)]
+    pub json: bool,
+    /// Image files to upload.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
 
 struct Outcome {
     latency: Duration,

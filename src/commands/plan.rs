@@ -1,11 +1,40 @@
 //! `imagefleet plan`: the policy's answer for one hypothetical state.
 
-use crate::cli::PlanArgs;
-use crate::commands::controller::DEFAULT_MAX_INSTANCES;
+use clap::Args;
+
+use super::args::{LimitArgs, PolicyArgs};
 use crate::controller::plan::{observe, plan};
+use crate::controller::DEFAULT_MAX_INSTANCES;
 use crate::fleet::{Instance, InstanceState};
 use crate::policy::PolicySource;
 use crate::queue::QueueDepth;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Messages waiting in the queue.
+    #[arg(long, default_value_t = 0)]
+    pub visible: u64,
+    /// Messages being worked on.
+    #[arg(long, default_value_t = 0)]
+    pub in_flight: u64,
+    /// Running instances.
+    #[arg(long, default_value_t = 0)]
+    pub running: u32,
+    /// Instances still starting.
+    #[arg(long, default_value_t = 0)]
+    pub pending: u32,
+    /// Of the running instances, how many are idle (default: all but one per
+    /// in-flight message).
+    #[arg(long)]
+    pub idle: Option<u32>,
+    /// Seconds since the last scaling action (default: never).
+    #[arg(long)]
+    pub since_last_scale: Option<f64>,
+}
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let limits = args.limits.limits(DEFAULT_MAX_INSTANCES)?;

@@ -1,9 +1,25 @@
 //! `imagefleet policy check FILE`: compile the script and try it on a few
 //! representative states, so runtime errors show up before deployment too.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
 
 use crate::policy::{Observation, Policy};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Compile a policy and try it on sample states; prints `ok` or the
+    /// errors with line and column (exit status 1).
+    Check { file: PathBuf },
+}
+
+/// Returns false (exit status 1) when the policy has errors.
+pub fn run(command: PolicyCommand) -> anyhow::Result<bool> {
+    match command {
+        PolicyCommand::Check { file } => check(&file),
+    }
+}
 
 /// Returns false (exit status 1) when the policy has errors.
 pub fn check(file: &Path) -> anyhow::Result<bool> {

@@ -1,19 +1,34 @@
 //! `imagefleet serve`: web tier, controller and local worker fleet in one
 //! command. The fleet starts empty and follows the policy.
 
-use crate::cli::ServeArgs;
-use crate::commands::controller::{local_fleet, local_max_instances, STOP_GRACE};
-use crate::fleet::Fleet;
+use clap::Args;
+
+use super::args::{local_fleet, ControllerOptions, ModelArgs, WebArgs};
+use crate::fleet::{default_max_local_workers, Fleet, STOP_GRACE};
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub controller: ControllerOptions,
+    /// Run exactly this many workers instead of letting the controller size
+    /// the fleet.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub workers: Option<usize>,
+}
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.web.data.data_dir);
     let services = args.web.backend.services(&data_dir).await?;
-    let fleet = local_fleet(&data_dir, &args.model, args.web.backend.to_args())?;
+    let fleet = local_fleet(&data_dir, &args.model, &args.web.backend)?;
     let mut state = WebState::new(services.clone(), args.web.settings());
 
     let controller = match args.workers {
@@ -25,9 +40,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let controller = args.controller.build(
                 services.requests.clone(),
                 fleet.clone(),
-                local_max_instances(),
+                default_max_local_workers(),
             )?;
-            state = state.with_status(std::sync::Arc::new(controller.status()));
+            state = state.with_controller(controller.status());
             Some(tokio::spawn(controller.run(shutdown.clone())))
         }
     };

@@ -1,10 +1,28 @@
 //! `imagefleet simulate`: a policy against a workload trace, on a simulated
 //! clock, with a timeline summary and a chart.
 
-use crate::cli::SimulateArgs;
-use crate::commands::controller::DEFAULT_MAX_INSTANCES;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::{LimitArgs, PolicyArgs};
+use crate::controller::DEFAULT_MAX_INSTANCES;
 use crate::policy::Policy;
 use crate::simulate::{simulate, svg, Trace};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Workload trace (TOML), e.g. policies/traces/burst-100.toml.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Where to write the chart of backlog and instances (SVG).
+    #[arg(long, default_value = "simulation.svg")]
+    pub chart: PathBuf,
+}
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let policy_path = args.policy.path();

@@ -2,11 +2,29 @@
 
 use std::sync::Arc;
 
-use crate::cli::{Backend, WorkerArgs};
+use clap::Args;
+
+use super::args::{Backend, BackendArgs, DataArgs, ModelArgs};
 use crate::fleet::RegistryActivity;
 use crate::services::LocalLayout;
 use crate::shutdown::{on_signals, Shutdown};
-use crate::worker_loop::{Worker, WorkerSettings};
+use crate::worker::{Worker, WorkerSettings};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Set by the local fleet: the id this worker reports its state under.
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// Jobs taken per receive (1..=10).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub batch: u8,
+}
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();

@@ -18,6 +18,9 @@ use crate::policy::PolicySource;
 use crate::queue::Queue;
 use crate::shutdown::Shutdown;
 
+/// The cap on EC2 instances unless `--max-instances` says otherwise.
+pub const DEFAULT_MAX_INSTANCES: u32 = 20;
+
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
     pub interval: Duration,

@@ -8,7 +8,6 @@ use super::{ControllerSettings, Limits, Plan};
 use crate::fleet::Instance;
 use crate::job::unix_millis;
 use crate::policy::PolicyStatus;
-use crate::web::StatusSource;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ControllerStatus {
@@ -65,11 +64,5 @@ impl SharedStatus {
 
     pub fn snapshot(&self) -> ControllerStatus {
         self.lock().clone()
-    }
-}
-
-impl StatusSource for SharedStatus {
-    fn status(&self) -> serde_json::Value {
-        serde_json::to_value(self.snapshot()).unwrap_or_default()
     }
 }

@@ -13,6 +13,17 @@ use tokio::process::{Child, Command};
 use super::registry::{InstanceRegistry, RegisteredInstance};
 use super::{Fleet, FleetError, Instance, InstanceState};
 
+/// How long workers get to finish their jobs when the service stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The cap on local worker processes unless `--max-instances` says
+/// otherwise: one per core, since each worker's inference runs on one
+/// thread (`cargo bench --bench pipeline` found more workers than cores no
+/// faster; docs/performance.md).
+pub fn default_max_local_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// How to start one worker; the fleet appends `--instance-id ID`.
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use ec2::{Ec2Fleet, FLEET_TAG};
-pub use local::{LocalFleet, WorkerCommand};
+pub use local::{default_max_local_workers, LocalFleet, WorkerCommand, STOP_GRACE};
 pub use registry::{InstanceRegistry, RegistryActivity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +66,13 @@ pub enum FleetError {
     Terminate(String),
     #[error("cannot list instances: {0}")]
     List(String),
+}
+
+/// What a worker process tells its fleet: when it starts and finishes
+/// work, so the fleet can tell idle workers from busy ones (and stop idle
+/// ones first).
+pub trait ActivityReporter: Send + Sync {
+    fn busy(&self, busy: bool);
 }
 
 #[async_trait]

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
-use super::{Instance, InstanceState};
+use super::{ActivityReporter, Instance, InstanceState};
 use crate::job::unix_millis;
-use crate::worker_loop::ActivityReporter;
 
 pub struct InstanceRegistry {
     connection: Mutex<Connection>,

@@ -21,7 +21,8 @@ use serde_json::json;
 pub use error::ApiError;
 pub use results::ResultRouter;
 
-use crate::job::{unix_millis, JobId, JobRequest, JobResult, Outcome};
+use crate::controller::SharedStatus;
+use crate::job::{unix_millis, FailureKind, JobId, JobRequest, JobResult, Outcome};
 use crate::services::Services;
 use crate::shutdown::Shutdown;
 use upload::{read_upload, Upload};
@@ -43,18 +44,13 @@ impl Default for WebSettings {
     }
 }
 
-/// Extra JSON that `GET /status` shows next to the queue depth (the
-/// controller's view, when one runs in this process).
-pub trait StatusSource: Send + Sync {
-    fn status(&self) -> serde_json::Value;
-}
-
 #[derive(Clone)]
 pub struct WebState {
     services: Services,
     router: ResultRouter,
     settings: WebSettings,
-    status: Option<Arc<dyn StatusSource>>,
+    /// The controller's view, when one runs in this process.
+    controller: Option<SharedStatus>,
 }
 
 impl WebState {
@@ -63,12 +59,12 @@ impl WebState {
             services,
             router: ResultRouter::default(),
             settings,
-            status: None,
+            controller: None,
         }
     }
 
-    pub fn with_status(mut self, status: Arc<dyn StatusSource>) -> WebState {
-        self.status = Some(status);
+    pub fn with_controller(mut self, status: SharedStatus) -> WebState {
+        self.controller = Some(status);
         self
     }
 }
@@ -167,8 +163,8 @@ fn answer(result: JobResult, json: bool, started: Instant) -> Response {
             body["timings"]["total_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
             Json(body).into_response()
         }
-        Outcome::Failed { error, message } => {
-            let (status, code) = failure_status(error);
+        Outcome::Failed { kind, message } => {
+            let (status, code) = failure_status(*kind);
             ApiError::new(status, code, message.clone())
                 .for_job(id)
                 .as_json(json)
@@ -177,14 +173,17 @@ fn answer(result: JobResult, json: bool, started: Instant) -> Response {
     }
 }
 
-/// Maps a worker's refusal to the status a client should see.
-fn failure_status(error: &str) -> (StatusCode, &'static str) {
-    match error {
-        "too_many_pixels" => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_pixels"),
-        "unsupported_format" => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),
-        "empty" => (StatusCode::BAD_REQUEST, "empty"),
-        "undecodable" => (StatusCode::UNPROCESSABLE_ENTITY, "undecodable"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "worker_error"),
+/// The status and error code a client sees for a job that failed: the
+/// client's own fault carries its kind, the service's a generic code.
+fn failure_status(kind: FailureKind) -> (StatusCode, &'static str) {
+    match kind {
+        FailureKind::TooManyPixels => (StatusCode::PAYLOAD_TOO_LARGE, kind.as_str()),
+        FailureKind::UnsupportedFormat => (StatusCode::UNSUPPORTED_MEDIA_TYPE, kind.as_str()),
+        FailureKind::Empty => (StatusCode::BAD_REQUEST, kind.as_str()),
+        FailureKind::Undecodable => (StatusCode::UNPROCESSABLE_ENTITY, kind.as_str()),
+        FailureKind::Inference | FailureKind::InputMissing | FailureKind::Unknown => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "worker_error")
+        }
     }
 }
 
@@ -341,8 +340,8 @@ async fn status(State(state): State<WebState>) -> Response {
         "dead_letters": match depth(&state.services.dead_letters).await { Ok(d) => json!(d), Err(e) => json!({"error": e}) },
         "waiting_requests": state.router.waiting(),
     });
-    if let Some(source) = &state.status {
-        body["controller"] = source.status();
+    if let Some(controller) = &state.controller {
+        body["controller"] = serde_json::to_value(controller.snapshot()).unwrap_or_default();
     }
     Json(body).into_response()
 }

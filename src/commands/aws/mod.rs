@@ -1,18 +1,59 @@
-//! `imagefleet aws setup|status|teardown`: the fleet's AWS resources.
+//! `imagefleet aws setup|status|teardown`: provisioning the fleet's AWS
+//! resources. This sits above the AWS plumbing (`crate::aws`) and the
+//! backends, which never call back up here.
+
+mod resources;
+pub mod setup;
+pub mod status;
+pub mod teardown;
 
 use std::io::{BufRead, Write};
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 
-use crate::aws::resources::{self, Outcome};
+pub use resources::ResourceError;
+pub use setup::{setup, Outcome, SetupStep};
+pub use status::{status, Status};
+pub use teardown::teardown;
+
+use super::args::AwsTarget;
 use crate::aws::{AwsClients, AwsConfig};
-use crate::cli::{AwsCommand, AwsTarget};
+
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Create the buckets, queues and dead-letter queue (idempotent) and
+    /// print the resulting configuration.
+    Setup(AwsTarget),
+    /// Show the resources with queue depths, and the fleet's instances.
+    Status(AwsStatusArgs),
+    /// Terminate the fleet's instances, delete its queues and buckets.
+    Teardown(AwsTeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AwsStatusArgs {
+    #[command(flatten)]
+    pub target: AwsTarget,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AwsTeardownArgs {
+    #[command(flatten)]
+    pub target: AwsTarget,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
 
 pub async fn run(command: AwsCommand) -> anyhow::Result<bool> {
     match command {
-        AwsCommand::Setup(target) => setup(&target).await,
-        AwsCommand::Status(args) => status(&args.target, args.json).await,
-        AwsCommand::Teardown(args) => teardown(&args.target, args.yes).await,
+        AwsCommand::Setup(target) => run_setup(&target).await,
+        AwsCommand::Status(args) => run_status(&args.target, args.json).await,
+        AwsCommand::Teardown(args) => run_teardown(&args.target, args.yes).await,
     }
 }
 
@@ -27,9 +68,9 @@ async fn connect(target: &AwsTarget) -> anyhow::Result<(AwsConfig, AwsClients)> 
     Ok((config, clients))
 }
 
-async fn setup(target: &AwsTarget) -> anyhow::Result<bool> {
+async fn run_setup(target: &AwsTarget) -> anyhow::Result<bool> {
     let (config, clients) = connect(target).await?;
-    let steps = resources::setup(&clients, &config)
+    let steps = setup(&clients, &config)
         .await
         .with_context(|| format!("setting up fleet {}", config.fleet))?;
     for step in &steps {
@@ -44,9 +85,9 @@ async fn setup(target: &AwsTarget) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-async fn status(target: &AwsTarget, json: bool) -> anyhow::Result<bool> {
+async fn run_status(target: &AwsTarget, json: bool) -> anyhow::Result<bool> {
     let (config, clients) = connect(target).await?;
-    let status = resources::status(&clients, &config).await?;
+    let status = status(&clients, &config).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(status.complete());
@@ -82,13 +123,13 @@ async fn status(target: &AwsTarget, json: bool) -> anyhow::Result<bool> {
     Ok(status.complete())
 }
 
-async fn teardown(target: &AwsTarget, yes: bool) -> anyhow::Result<bool> {
+async fn run_teardown(target: &AwsTarget, yes: bool) -> anyhow::Result<bool> {
     let (config, clients) = connect(target).await?;
     if !yes && !confirm(&config)? {
         eprintln!("nothing removed");
         return Ok(false);
     }
-    let removed = resources::teardown(&clients, &config)
+    let removed = teardown(&clients, &config)
         .await
         .with_context(|| format!("tearing down fleet {}", config.fleet))?;
     if removed.is_empty() {
