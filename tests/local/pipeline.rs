@@ -1,11 +1,9 @@
 //! The embedded service end to end, through the real binary: HTTP upload ->
 //! SQLite queue -> worker processes -> directory buckets -> HTTP answer.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::support::{
     bucket_keys, get_json, sample, upload, upload_concurrently, wait_for, Sampler, Server,
 };
 use imagefleet::queue::QueueDepth;

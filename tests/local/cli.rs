@@ -1,12 +1,10 @@
 //! The policy tools from the command line: plan, policy check, simulate.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{exit_within, repo_root};
+use crate::support::{exit_within, repo_root};
 
 fn imagefleet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_imagefleet"))

@@ -1,13 +1,11 @@
 //! The controller through the real binary: hot-reloaded policy, dry run,
 //! and a restart that adopts the workers of the previous run.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{collect_lines, get_json, repo_root, wait_for, Server};
+use crate::support::{collect_lines, get_json, repo_root, wait_for, Server};
 use imagefleet::fleet::InstanceRegistry;
 use imagefleet::services::{LocalLayout, Services};
 

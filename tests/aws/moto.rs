@@ -84,7 +84,7 @@ impl MotoFleet {
         let name = unique_fleet(prefix);
         let config = config(&name);
         let clients = clients(&config).await;
-        imagefleet::aws::resources::setup(&clients, &config)
+        imagefleet::commands::aws::setup(&clients, &config)
             .await
             .unwrap();
         let image = any_image(&clients).await;
@@ -97,7 +97,7 @@ impl MotoFleet {
     }
 
     pub async fn teardown(&self) {
-        imagefleet::aws::resources::teardown(&self.clients, &self.config)
+        imagefleet::commands::aws::teardown(&self.clients, &self.config)
             .await
             .unwrap();
     }

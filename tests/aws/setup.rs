@@ -1,14 +1,12 @@
 //! `imagefleet aws setup|status|teardown` against moto: idempotent setup,
 //! the redrive policy, and a teardown that leaves nothing behind.
 
-mod aws_common;
-
 use std::process::{Command, Stdio};
 
-use aws_common::{clients, config, unique_fleet};
+use crate::moto::{clients, config, unique_fleet};
 use aws_sdk_sqs::types::QueueAttributeName;
-use imagefleet::aws::resources::{self, Outcome};
 use imagefleet::aws::{AwsClients, AwsConfig};
+use imagefleet::commands::aws::{self as provision, Outcome};
 
 async fn queues_of(clients: &AwsClients, fleet: &str) -> Vec<String> {
     let mut urls: Vec<String> = clients
@@ -69,13 +67,13 @@ async fn setup_twice_leaves_one_of_each_resource() {
     let config = config(&fleet);
     let clients = clients(&config).await;
 
-    let first = resources::setup(&clients, &config).await.unwrap();
+    let first = provision::setup(&clients, &config).await.unwrap();
     assert_eq!(first.len(), 5, "{first:?}");
     assert!(
         first.iter().all(|s| s.outcome == Outcome::Created),
         "{first:?}"
     );
-    let second = resources::setup(&clients, &config).await.unwrap();
+    let second = provision::setup(&clients, &config).await.unwrap();
     assert_eq!(second.len(), 5);
     assert!(
         second.iter().all(|s| s.outcome == Outcome::Existed),
@@ -116,15 +114,15 @@ async fn setup_twice_leaves_one_of_each_resource() {
         config.max_receives.to_string()
     );
 
-    let status = resources::status(&clients, &config).await.unwrap();
+    let status = provision::status(&clients, &config).await.unwrap();
     assert!(status.complete(), "{status:?}");
     assert!(status.instances.is_empty());
 
-    let removed = resources::teardown(&clients, &config).await.unwrap();
+    let removed = provision::teardown(&clients, &config).await.unwrap();
     assert_eq!(removed.len(), 5, "{removed:?}");
     assert!(queues_of(&clients, &fleet).await.is_empty());
     assert!(buckets_of(&clients, &fleet).await.is_empty());
-    let status = resources::status(&clients, &config).await.unwrap();
+    let status = provision::status(&clients, &config).await.unwrap();
     assert!(!status.complete());
     assert!(status.queues.iter().all(|q| q.depth.is_none()));
 }
@@ -136,10 +134,10 @@ async fn fifo_setup_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
         (name == "IMAGEFLEET_QUEUE_FIFO").then(|| "true".to_owned())
     })
     .unwrap();
-    aws_common::require_endpoint();
+    crate::moto::require_endpoint();
     let clients = clients(&config).await;
-    resources::setup(&clients, &config).await.unwrap();
-    resources::setup(&clients, &config).await.unwrap();
+    provision::setup(&clients, &config).await.unwrap();
+    provision::setup(&clients, &config).await.unwrap();
     let queues = queues_of(&clients, &fleet).await;
     assert_eq!(queues.len(), 3, "{queues:?}");
     assert_eq!(queues.iter().filter(|u| u.ends_with(".fifo")).count(), 2);
@@ -148,7 +146,7 @@ async fn fifo_setup_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
         .as_str()
         .unwrap()
         .ends_with("-requests-dlq.fifo"));
-    resources::teardown(&clients, &config).await.unwrap();
+    provision::teardown(&clients, &config).await.unwrap();
 }
 
 fn imagefleet(args: &[&str]) -> std::process::Output {
@@ -161,7 +159,7 @@ fn imagefleet(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_cli_sets_up_reports_and_tears_down() {
-    aws_common::require_endpoint();
+    crate::moto::require_endpoint();
     let fleet = unique_fleet("cli");
     for run in 0..2 {
         let output = imagefleet(&["aws", "setup", "--fleet", &fleet]);

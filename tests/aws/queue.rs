@@ -1,13 +1,11 @@
 //! The `Queue` trait on SQS (moto): delivery, visibility, deletes, the
 //! dead-letter queue, FIFO groups and deduplication.
 
-mod aws_common;
-
 use std::time::Duration;
 
-use aws_common::{clients, config, unique_fleet};
-use imagefleet::aws::resources;
+use crate::moto::{clients, config, unique_fleet};
 use imagefleet::aws::AwsConfig;
+use imagefleet::commands::aws as provision;
 use imagefleet::queue::{Queue, QueueDepth, QueueError, SqsQueue};
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -23,7 +21,7 @@ async fn delivery_visibility_delete_and_dead_letters() {
     let mut config = config(&fleet);
     config.max_receives = 2;
     let clients = clients(&config).await;
-    resources::setup(&clients, &config).await.unwrap();
+    provision::setup(&clients, &config).await.unwrap();
     let requests = SqsQueue::open(clients.sqs.clone(), &config.requests_queue)
         .await
         .unwrap();
@@ -119,19 +117,19 @@ async fn delivery_visibility_delete_and_dead_letters() {
         requests.receive(11, NO_WAIT, HIDE).await,
         Err(QueueError::Invalid { .. })
     ));
-    resources::teardown(&clients, &config).await.unwrap();
+    provision::teardown(&clients, &config).await.unwrap();
 }
 
 #[tokio::test]
 async fn fifo_runs_jobs_in_parallel_and_drops_duplicates() {
     let fleet = unique_fleet("fifoq");
-    aws_common::require_endpoint();
+    crate::moto::require_endpoint();
     let config = AwsConfig::load(Some(&fleet), None, |name| {
         (name == "IMAGEFLEET_QUEUE_FIFO").then(|| "1".to_owned())
     })
     .unwrap();
     let clients = clients(&config).await;
-    resources::setup(&clients, &config).await.unwrap();
+    provision::setup(&clients, &config).await.unwrap();
     let requests = SqsQueue::open(clients.sqs.clone(), &config.requests_queue)
         .await
         .unwrap();
@@ -152,7 +150,7 @@ async fn fifo_runs_jobs_in_parallel_and_drops_duplicates() {
     assert_eq!(got.len(), 3);
     let err = requests.send("no job id here").await.unwrap_err();
     assert!(matches!(err, QueueError::Invalid { .. }), "{err}");
-    resources::teardown(&clients, &config).await.unwrap();
+    provision::teardown(&clients, &config).await.unwrap();
 }
 
 #[tokio::test]

@@ -3,14 +3,11 @@
 //! a restarted controller adopts the instances it finds by tag, and the cap
 //! holds across restarts.
 
-mod aws_common;
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_common::{controller_args, live_instances, tagged_instances, MotoFleet};
-use common::{wait_for, Process, Sampler};
+use crate::moto::{controller_args, live_instances, tagged_instances, MotoFleet};
+use crate::support::{wait_for, Process, Sampler};
 use imagefleet::aws::user_data;
 use imagefleet::fleet::{Ec2Fleet, Fleet};
 use imagefleet::queue::{Queue, SqsQueue};

@@ -1,17 +1,15 @@
 //! The `ObjectStore` trait on S3 (moto).
 
-mod aws_common;
-
-use aws_common::{clients, config, unique_fleet};
+use crate::moto::{clients, config, unique_fleet};
 use bytes::Bytes;
-use imagefleet::aws::resources;
+use imagefleet::commands::aws as provision;
 use imagefleet::store::{ObjectStore, S3Store, StoreError};
 
 #[tokio::test]
 async fn put_get_exists_list_delete() {
     let config = config(&unique_fleet("store"));
     let clients = clients(&config).await;
-    resources::setup(&clients, &config).await.unwrap();
+    provision::setup(&clients, &config).await.unwrap();
     let store = S3Store::open(clients.s3.clone(), &config.input_bucket)
         .await
         .unwrap();
@@ -57,7 +55,7 @@ async fn put_get_exists_list_delete() {
         store.put("../escape", Bytes::new(), "text/plain").await,
         Err(StoreError::InvalidKey { .. })
     ));
-    resources::teardown(&clients, &config).await.unwrap();
+    provision::teardown(&clients, &config).await.unwrap();
 }
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! The `Fleet` trait on EC2 (moto): tagged launches with the workers' user
 //! data, listing by tag, and terminations limited to the fleet.
 
-mod aws_common;
-
-use aws_common::{any_image, clients, config, live_instances, tagged_instances, unique_fleet};
+use crate::moto::{any_image, clients, config, live_instances, tagged_instances, unique_fleet};
 use imagefleet::aws::user_data;
 use imagefleet::fleet::{Ec2Fleet, Fleet, FleetError, InstanceState, FLEET_TAG};
 

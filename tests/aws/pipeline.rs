@@ -5,15 +5,14 @@
 //! `imagefleet worker` process configured from that instance's user data,
 //! so what is tested is exactly what an instance would be told.
 
-mod aws_common;
-mod common;
-
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aws_common::{controller_args, live_instances, MotoFleet};
-use common::{repo_root, terminate, upload_concurrently, wait_for, Process, Sampler, Server};
+use crate::moto::{controller_args, live_instances, MotoFleet};
+use crate::support::{
+    repo_root, terminate, upload_concurrently, wait_for, Process, Sampler, Server,
+};
 use imagefleet::aws::{user_data, AwsClients};
 use imagefleet::fleet::{Ec2Fleet, Fleet, InstanceState};
 use imagefleet::queue::{Queue, QueueDepth, SqsQueue};

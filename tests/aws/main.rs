@@ -1,0 +1,15 @@
+//! Integration tests of the AWS backend against the moto server that
+//! scripts/test starts, through the real SDK clients. One test binary for
+//! all of them, so the AWS SDK and tract are linked once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod moto;
+
+mod controller;
+mod fleet;
+mod pipeline;
+mod queue;
+mod setup;
+mod store;

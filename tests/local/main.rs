@@ -1,0 +1,11 @@
+//! Integration tests of the embedded backend: the real `imagefleet` binary
+//! over HTTP, its SQLite queue, directory buckets and worker processes.
+//! One test binary for all of them, so tract is linked once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod architecture;
+mod cli;
+mod controller;
+mod pipeline;
