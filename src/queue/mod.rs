@@ -75,11 +75,16 @@ pub trait Queue: Send + Sync {
     ) -> Result<Vec<ReceivedMessage>, QueueError>;
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
     /// Makes the message invisible for `visibility` from now; zero releases
-    /// it for another consumer at once.
+    /// it for another consumer at once (the delivery still counts as an
+    /// attempt).
     async fn extend_visibility(
         &self,
         receipt: &str,
         visibility: Duration,
     ) -> Result<(), QueueError>;
+    /// Gives a received message back for another consumer at once, without
+    /// counting this delivery as an attempt: for work a consumer took but
+    /// will not start (it is stopping). Afterwards the receipt is stale.
+    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError>;
     async fn depth(&self) -> Result<QueueDepth, QueueError>;
 }

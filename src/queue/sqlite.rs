@@ -268,6 +268,27 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
+        let receipt = message.receipt.clone();
+        self.with_connection(move |connection, name| {
+            let changed = connection
+                .execute(
+                    "UPDATE messages SET visible_at_ms = ?1, receipt = NULL,
+                     receive_count = MAX(receive_count - 1, 0)
+                     WHERE queue = ?2 AND receipt = ?3",
+                    params![now_ms(), name, receipt],
+                )
+                .map_err(unavailable(name))?;
+            if changed == 0 {
+                return Err(QueueError::StaleReceipt {
+                    queue: name.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         self.with_connection(|connection, name| {
             let now = now_ms();
@@ -365,6 +386,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(queue.receive(1, NO_WAIT, HOUR).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn released_messages_come_back_at_once_without_counting_a_receive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, dlq) = queues(dir.path());
+        queue.send("job").await.unwrap();
+        // Far more hand-backs than the dead-letter threshold (2 here).
+        for _ in 0..5 {
+            let got = queue.receive(1, NO_WAIT, HOUR).await.unwrap();
+            assert_eq!(got[0].receive_count, 1, "a release is not an attempt");
+            queue.release(&got[0]).await.unwrap();
+            assert!(matches!(
+                queue.release(&got[0]).await,
+                Err(QueueError::StaleReceipt { .. })
+            ));
+        }
+        assert_eq!(queue.depth().await.unwrap().visible, 1);
+        assert!(dlq.receive(1, NO_WAIT, HOUR).await.unwrap().is_empty());
     }
 
     #[tokio::test]

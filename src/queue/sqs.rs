@@ -226,6 +226,32 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    /// SQS counts every receive and has no way to take one back, so the
+    /// message is sent again as a new one (receive count zero) and the
+    /// delivery deleted. A crash between the two leaves a duplicate, never a
+    /// loss; results are written once, so a duplicate only costs work.
+    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(&message.body);
+        if self.fifo {
+            // A fresh deduplication id: the job's own would make SQS drop the
+            // copy as a duplicate of the delivery being released.
+            let id = job_id_of(&message.body).unwrap_or_else(|| "released".to_owned());
+            let dedup = uuid::Uuid::new_v4().simple().to_string();
+            request = request
+                .message_group_id(&id)
+                .message_deduplication_id(dedup);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| self.unavailable("SendMessage (release)", e))?;
+        self.delete(&message.receipt).await
+    }
+
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         let output = self
             .client

@@ -74,6 +74,22 @@ fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
+/// Like [`write_atomically`], but never replaces an existing file: the
+/// final step is link(2), which fails if the name exists. False when it did.
+fn create_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = tempfile::NamedTempFile::new_in(root.join(TMP_DIR))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    match file.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error),
+    }
+}
+
 fn list_keys(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut pending = vec![(root.to_owned(), String::new())];
@@ -106,6 +122,18 @@ impl ObjectStore for DirStore {
         let path = self.path_of(key)?;
         let root = self.root.clone();
         self.blocking("put", key, move || write_atomically(&root, &path, &bytes))
+            .await
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        _content_type: &str,
+    ) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        let root = self.root.clone();
+        self.blocking("put", key, move || create_atomically(&root, &path, &bytes))
             .await
     }
 
@@ -171,6 +199,37 @@ mod tests {
         store.delete("a/c.json").await.unwrap();
         assert_eq!(store.get("a/c.json").await.unwrap(), None);
         // No temporary files are left behind or listed.
+        assert_eq!(
+            std::fs::read_dir(store.root().join(TMP_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_writer_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path().join("output")).unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let body = Bytes::from(format!("writer {i}"));
+                    (i, store.put_if_absent("r.json", body, "x").await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for writer in writers {
+            let (i, created) = writer.await.unwrap();
+            if created {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one writer creates the object");
+        let stored = store.get("r.json").await.unwrap().unwrap();
+        assert_eq!(stored, format!("writer {}", winners[0]));
         assert_eq!(
             std::fs::read_dir(store.root().join(TMP_DIR))
                 .unwrap()

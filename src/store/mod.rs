@@ -29,6 +29,15 @@ pub trait ObjectStore: Send + Sync {
     /// Stores `bytes` under `key` atomically: readers see the old object or
     /// the whole new one, never a part.
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StoreError>;
+    /// Stores `bytes` under `key` only if no object is there yet, atomically
+    /// (the first writer wins, whoever else tries at the same time). True
+    /// when this call created the object.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<bool, StoreError>;
     /// `None` when there is no such object.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;

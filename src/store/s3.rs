@@ -85,6 +85,32 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    /// S3 conditional writes: `If-None-Match: *` makes the PUT fail with 412
+    /// when the key exists, atomically on S3's side.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<bool, StoreError> {
+        validate_key(key)?;
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+            Err(e) => Err(self.unavailable("PutObject", key, describe(&e))),
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         validate_key(key)?;
         let output = match self

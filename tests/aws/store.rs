@@ -67,3 +67,27 @@ async fn opening_a_missing_bucket_says_to_run_setup() {
         .unwrap_err();
     assert!(err.to_string().contains("imagefleet aws setup"), "{err}");
 }
+
+/// Results are written once: a late or duplicate worker cannot replace the
+/// first result (S3 conditional writes, `If-None-Match: *`).
+#[tokio::test]
+async fn put_if_absent_lets_the_first_writer_win() {
+    let config = config(&unique_fleet("once"));
+    let clients = clients(&config).await;
+    provision::setup(&clients, &config).await.unwrap();
+    let store = S3Store::open(clients.s3.clone(), &config.output_bucket)
+        .await
+        .unwrap();
+    let first = Bytes::from_static(b"{\"label\":\"first\"}");
+    let late = Bytes::from_static(b"{\"label\":\"late\"}");
+    assert!(store
+        .put_if_absent("r.json", first.clone(), "application/json")
+        .await
+        .unwrap());
+    assert!(!store
+        .put_if_absent("r.json", late, "application/json")
+        .await
+        .unwrap());
+    assert_eq!(store.get("r.json").await.unwrap(), Some(first));
+    provision::teardown(&clients, &config).await.unwrap();
+}
