@@ -5,9 +5,9 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::args::WebArgs;
 use crate::commands::{
-    aws::AwsCommand, classify::ClassifyArgs, controller::ControllerArgs, load::LoadArgs,
-    plan::PlanArgs, policy::PolicyCommand, serve::ServeArgs, simulate::SimulateArgs,
-    worker::WorkerArgs,
+    aws::AwsCommand, classify::ClassifyArgs, controller::ControllerArgs, dlq::DlqCommand,
+    load::LoadArgs, plan::PlanArgs, policy::PolicyCommand, serve::ServeArgs,
+    simulate::SimulateArgs, worker::WorkerArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -44,6 +44,9 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Send concurrent uploads to a running service and report throughput.
     Load(LoadArgs),
+    /// Jobs set aside in the dead-letter queue: list them, send them again.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// AWS resources of a fleet: setup, status, teardown.
     #[command(subcommand)]
     Aws(AwsCommand),

@@ -7,9 +7,18 @@ use imagefleet_worker::{ClassifyError, Prediction, StageTimings};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// After this many receives without a delete, a request is dead-lettered
-/// (on both backends).
-pub const MAX_RECEIVES: u32 = 5;
+/// A job gets this many attempts. A worker whose attempt fails for a
+/// reason that may pass (a bucket or queue briefly down, a crash) leaves it
+/// for a retry; on the last attempt it gives up: the job gets a failed
+/// result (its client an answer) and its request goes to the dead-letter
+/// queue, from where `imagefleet dlq redrive` can send it again.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// The queues' own safety net (SQS redrive policy; the same rule in the
+/// SQLite queue): a request received this many times without a delete moves
+/// to the dead-letter queue without an answer. Above [`MAX_ATTEMPTS`], so
+/// it only acts when the workers could not even record their giving up.
+pub const MAX_RECEIVES: u32 = MAX_ATTEMPTS + 2;
 
 /// Job ids are UUIDs chosen by the web tier; every object key derives from
 /// one, so a client never names a file on the server.
@@ -69,6 +78,10 @@ pub struct JobResult {
     pub outcome: Outcome,
     pub model: String,
     pub worker_id: String,
+    /// Which attempt produced it (1 = the first; a worker that stops and
+    /// hands a job back does not use up an attempt).
+    #[serde(default)]
+    pub attempt: u32,
     pub submitted_at_ms: u64,
     pub completed_at_ms: u64,
 }
@@ -109,6 +122,12 @@ pub enum FailureKind {
     Inference,
     /// The input object was gone when the worker came to it.
     InputMissing,
+    /// Every attempt failed (see [`MAX_ATTEMPTS`]); the request is in the
+    /// dead-letter queue.
+    AttemptsExhausted,
+    /// The request message could not be read; it is in the dead-letter
+    /// queue.
+    MalformedMessage,
     /// A kind this version does not know (written by a newer one).
     #[serde(other)]
     Unknown,
@@ -123,6 +142,8 @@ impl FailureKind {
             FailureKind::Undecodable => "undecodable",
             FailureKind::Inference => "inference",
             FailureKind::InputMissing => "input_missing",
+            FailureKind::AttemptsExhausted => "attempts_exhausted",
+            FailureKind::MalformedMessage => "malformed_message",
             FailureKind::Unknown => "unknown",
         }
     }
@@ -172,6 +193,7 @@ mod tests {
             },
             model: "m".into(),
             worker_id: "w".into(),
+            attempt: 1,
             submitted_at_ms: 1,
             completed_at_ms: 2,
         };
@@ -191,6 +213,8 @@ mod tests {
             FailureKind::Undecodable,
             FailureKind::Inference,
             FailureKind::InputMissing,
+            FailureKind::AttemptsExhausted,
+            FailureKind::MalformedMessage,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -39,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Policy { command } => commands::policy::run(command),
         Command::Simulate(args) => commands::simulate::run(args).map(|()| true),
         Command::Load(args) => commands::load::run(args),
+        Command::Dlq(command) => runtime.block_on(commands::dlq::run(command)),
         Command::Aws(command) => runtime.block_on(commands::aws::run(command)),
     }
 }

@@ -6,6 +6,7 @@ pub mod args;
 pub mod aws;
 pub mod classify;
 pub mod controller;
+pub mod dlq;
 pub mod load;
 pub mod plan;
 pub mod policy;

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::job::JobId;
+use crate::job::{FailureKind, JobId};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -13,6 +13,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub job_id: Option<JobId>,
+    /// For a failed job: why, in the job contract's words.
+    pub kind: Option<FailureKind>,
     pub json: bool,
 }
 
@@ -23,12 +25,18 @@ impl ApiError {
             code,
             message: message.into(),
             job_id: None,
+            kind: None,
             json: false,
         }
     }
 
     pub fn for_job(mut self, id: JobId) -> ApiError {
         self.job_id = Some(id);
+        self
+    }
+
+    pub fn with_kind(mut self, kind: FailureKind) -> ApiError {
+        self.kind = Some(kind);
         self
     }
 
@@ -44,11 +52,14 @@ impl IntoResponse for ApiError {
             tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed");
         }
         let mut response = if self.json {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "error": self.code,
                 "message": self.message,
                 "id": self.job_id,
             });
+            if let Some(kind) = self.kind {
+                body["kind"] = serde_json::json!(kind);
+            }
             (self.status, Json(body)).into_response()
         } else {
             let body = match self.job_id {

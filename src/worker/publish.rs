@@ -1,71 +1,142 @@
-//! Getting a finished job's result out: stored, announced, and only then
-//! the request deleted, beside the next job's classification.
+//! Getting a finished job out, beside the next job's classification: the
+//! result stored (once: the first writer wins), announced, and only then the
+//! request deleted. A job given up on also goes to the dead-letter queue.
+//! Nothing is published for a job whose lease was lost: another worker has
+//! it now.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 
+use super::lease::Leases;
 use crate::job::JobId;
-use crate::queue::Queue;
+use crate::queue::{Queue, ReceivedMessage};
 use crate::services::Services;
 
-/// A finished job's result on its way out: stored, announced, and only then
-/// the request deleted. It runs as its own task while the worker computes
-/// the next job, so the store's and queue's flushes to disk (milliseconds
-/// each) overlap with classifying instead of adding to it.
+/// A job's way out of the worker.
 pub(super) struct Publication {
     pub(super) services: Services,
-    pub(super) job_id: JobId,
-    pub(super) json: String,
-    pub(super) receipt: String,
+    pub(super) leases: Arc<Leases>,
+    pub(super) message: ReceivedMessage,
+    /// The result to store and announce, when the request named a job.
+    pub(super) result: Option<(JobId, String)>,
+    /// Also move the request to the dead-letter queue (the job was given
+    /// up on, or its message could not be read).
+    pub(super) dead_letter: bool,
+}
+
+/// How a publication ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Published {
+    /// Stored (or found stored), announced, request deleted.
+    Done,
+    /// Another worker holds the job now; nothing was published.
+    LeaseLost,
+    /// A store or queue failed; the request comes back for a retry.
+    Failed,
 }
 
 impl Publication {
-    /// True when the result is out; on failure the request is left to come
-    /// back after [`RETRY_AFTER`].
-    pub(super) async fn publish(self) -> bool {
-        match self.store_and_announce().await {
-            Ok(()) => {
-                if let Err(e) = self.services.requests.delete(&self.receipt).await {
-                    // The result is stored; a redelivery would only redo the work.
-                    tracing::warn!(job = %self.job_id, error = %e, "could not delete a finished request");
-                }
-                true
-            }
+    pub(super) async fn publish(self) -> Published {
+        let receipt = self.message.receipt.clone();
+        let outcome = match self.try_publish().await {
+            Ok(outcome) => outcome,
             Err(e) => {
-                retry_later(self.services.requests.as_ref(), &self.receipt, &e).await;
-                false
+                retry_later(
+                    self.services.requests.as_ref(),
+                    &self.message,
+                    retry_delay(self.message.receive_count),
+                    &e,
+                )
+                .await;
+                Published::Failed
             }
-        }
+        };
+        self.leases.forget(&receipt);
+        outcome
     }
 
-    async fn store_and_announce(&self) -> anyhow::Result<()> {
-        self.services
-            .outputs
-            .put(
-                &self.job_id.output_key(),
-                Bytes::from(self.json.clone()),
-                "application/json",
-            )
+    async fn try_publish(&self) -> anyhow::Result<Published> {
+        if !self
+            .leases
+            .confirm(&self.message.receipt)
             .await
-            .with_context(|| format!("storing result of job {}", self.job_id))?;
-        self.services
-            .results
-            .send(&self.json)
+            .context("confirming the lease")?
+        {
+            tracing::warn!(
+                job = ?self.result.as_ref().map(|(id, _)| id),
+                "lease lost while working on the job; another worker has it, nothing published"
+            );
+            return Ok(Published::LeaseLost);
+        }
+        if let Some((job_id, json)) = &self.result {
+            let announcement = self.store_once(*job_id, json).await?;
+            self.services
+                .results
+                .send(&announcement)
+                .await
+                .with_context(|| format!("announcing result of job {job_id}"))?;
+        }
+        if self.dead_letter {
+            self.services
+                .dead_letters
+                .send(&self.message.body)
+                .await
+                .context("moving the request to the dead-letter queue")?;
+        }
+        if let Err(e) = self.services.requests.delete(&self.message.receipt).await {
+            // The result is stored; a redelivery finds it and only announces.
+            tracing::warn!(error = %e, "could not delete a finished request");
+        }
+        Ok(Published::Done)
+    }
+
+    /// Stores the result unless one is stored already, and returns the one
+    /// that is: a worker that redoes a job (its first worker died after
+    /// storing) announces the first result, never a second, different one.
+    async fn store_once(&self, job_id: JobId, json: &str) -> anyhow::Result<String> {
+        let key = job_id.output_key();
+        let outputs = &self.services.outputs;
+        let created = outputs
+            .put_if_absent(&key, Bytes::from(json.to_owned()), "application/json")
             .await
-            .with_context(|| format!("announcing result of job {}", self.job_id))
+            .with_context(|| format!("storing result of job {job_id}"))?;
+        if created {
+            return Ok(json.to_owned());
+        }
+        tracing::info!(job = %job_id, "result already stored by an earlier attempt; announcing that one");
+        let stored = outputs
+            .get(&key)
+            .await
+            .with_context(|| format!("reading the stored result of job {job_id}"))?
+            .with_context(|| format!("the stored result of job {job_id} vanished"))?;
+        String::from_utf8(stored.to_vec())
+            .with_context(|| format!("the stored result of job {job_id} is not UTF-8"))
     }
 }
 
-/// Logs a job's failure and lets its request come back after
-/// [`RETRY_AFTER`], to whichever worker sees it first.
-pub(super) async fn retry_later(requests: &dyn Queue, receipt: &str, error: &anyhow::Error) {
+/// How long a failed attempt waits before the next: a second, then two.
+pub(super) fn retry_delay(receive_count: u32) -> Duration {
+    Duration::from_secs(u64::from(receive_count.clamp(1, 5)))
+}
+
+/// Logs a failed attempt and hides the request for `delay`, after which
+/// whichever worker sees it first tries again.
+pub(super) async fn retry_later(
+    requests: &dyn Queue,
+    message: &ReceivedMessage,
+    delay: Duration,
+    error: &anyhow::Error,
+) {
     tracing::error!(
         error = format!("{error:#}"),
-        "job failed; it will be retried"
+        attempt = message.receive_count,
+        retry_in_s = delay.as_secs(),
+        "attempt failed; the job will be retried"
     );
-    if let Err(e) = requests.extend_visibility(receipt, RETRY_AFTER).await {
+    if let Err(e) = requests.extend_visibility(&message.receipt, delay).await {
         tracing::warn!(error = %e, "could not schedule the retry; it returns after its timeout");
     }
 }
@@ -73,7 +144,7 @@ pub(super) async fn retry_later(requests: &dyn Queue, receipt: &str, error: &any
 /// At most one publication in flight, awaited before the next starts (so
 /// results go out in order and a stopping worker waits for it).
 #[derive(Default)]
-pub(super) struct Publishing(Option<tokio::task::JoinHandle<bool>>);
+pub(super) struct Publishing(Option<tokio::task::JoinHandle<Published>>);
 
 impl Publishing {
     /// Waits for the publication in flight, if any; returns the jobs it
@@ -81,7 +152,7 @@ impl Publishing {
     pub(super) async fn finish(&mut self) -> u64 {
         match self.0.take() {
             Some(task) => match task.await {
-                Ok(done) => u64::from(done),
+                Ok(published) => u64::from(published == Published::Done),
                 Err(e) => {
                     tracing::error!(error = %e, "publishing task failed; the job will be retried");
                     0
@@ -98,7 +169,3 @@ impl Publishing {
         completed
     }
 }
-
-/// After a transient failure (store or queue down) the job is retried by
-/// whichever worker sees it first after this pause.
-const RETRY_AFTER: Duration = Duration::from_secs(5);

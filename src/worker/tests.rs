@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::*;
-use crate::job::JobId;
+use crate::job::{FailureKind, JobId, MAX_ATTEMPTS};
 use crate::queue::{Queue, QueueDepth, QueueError};
 use crate::store::{ObjectStore, StoreError};
 
@@ -47,6 +47,9 @@ impl Queue for SlowAnswers {
     ) -> Result<(), QueueError> {
         self.inner.extend_visibility(receipt, visibility).await
     }
+    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
+        self.inner.release(message).await
+    }
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         self.inner.depth().await
     }
@@ -86,27 +89,70 @@ async fn stopping_during_a_receive_hands_its_messages_back() {
     );
 }
 
-/// An output bucket that is down for writes.
-struct BrokenWrites {
+/// A bucket that is down for writes or for reads.
+struct Broken {
     inner: Arc<dyn ObjectStore>,
+    writes: bool,
+    reads: bool,
     tried: Arc<tokio::sync::Notify>,
 }
 
+impl Broken {
+    fn writes(inner: &Arc<dyn ObjectStore>, tried: &Arc<tokio::sync::Notify>) -> Arc<Broken> {
+        Arc::new(Broken {
+            inner: Arc::clone(inner),
+            writes: true,
+            reads: false,
+            tried: Arc::clone(tried),
+        })
+    }
+
+    fn reads(inner: &Arc<dyn ObjectStore>, tried: &Arc<tokio::sync::Notify>) -> Arc<Broken> {
+        Arc::new(Broken {
+            inner: Arc::clone(inner),
+            writes: false,
+            reads: true,
+            tried: Arc::clone(tried),
+        })
+    }
+
+    fn fail(&self, operation: &'static str, key: &str) -> StoreError {
+        self.tried.notify_one();
+        StoreError::Unavailable {
+            bucket: self.bucket().to_owned(),
+            operation,
+            key: key.to_owned(),
+            message: "I/O error".into(),
+        }
+    }
+}
+
 #[async_trait]
-impl ObjectStore for BrokenWrites {
+impl ObjectStore for Broken {
     fn bucket(&self) -> &str {
         self.inner.bucket()
     }
-    async fn put(&self, key: &str, _bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
-        self.tried.notify_one();
-        Err(StoreError::Unavailable {
-            bucket: self.bucket().to_owned(),
-            operation: "put",
-            key: key.to_owned(),
-            message: "disk full".into(),
-        })
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StoreError> {
+        if self.writes {
+            return Err(self.fail("put", key));
+        }
+        self.inner.put(key, bytes, content_type).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<bool, StoreError> {
+        if self.writes {
+            return Err(self.fail("put", key));
+        }
+        self.inner.put_if_absent(key, bytes, content_type).await
     }
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if self.reads {
+            return Err(self.fail("get", key));
+        }
         self.inner.get(key).await
     }
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
@@ -169,10 +215,7 @@ async fn a_result_that_cannot_be_stored_leaves_the_job_for_a_retry() {
     let mut services = Services::local(dir.path()).unwrap();
     queue_cats(&services, 1).await;
     let tried = Arc::new(tokio::sync::Notify::new());
-    services.outputs = Arc::new(BrokenWrites {
-        inner: Arc::clone(&services.outputs),
-        tried: Arc::clone(&tried),
-    });
+    services.outputs = Broken::writes(&services.outputs, &tried);
     let worker = Worker::new(services.clone(), classifier(), WorkerSettings::new("test"));
     let (trigger, shutdown) = Shutdown::new();
     let running = tokio::spawn(async move { worker.run(shutdown).await });
@@ -230,4 +273,123 @@ async fn every_job_of_a_batch_is_stored_announced_and_deleted() {
         },
         "every request deleted"
     );
+}
+
+/// The announced results on the results queue, once `count` arrived;
+/// panics after 30 s.
+async fn announcements(services: &Services, count: usize) -> Vec<JobResult> {
+    tokio::time::timeout(Duration::from_secs(30), take_announcements(services, count))
+        .await
+        .expect("the results were announced within 30 s")
+}
+
+async fn take_announcements(services: &Services, count: usize) -> Vec<JobResult> {
+    let mut announced = Vec::new();
+    while announced.len() < count {
+        for message in services
+            .results
+            .receive(10, Duration::from_secs(30), Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            announced.push(serde_json::from_str(&message.body).unwrap());
+            services.results.delete(&message.receipt).await.unwrap();
+        }
+    }
+    announced
+}
+
+/// A job that fails every attempt is answered (a failed result stored and
+/// announced) and set aside in the dead-letter queue; it does not wait for
+/// the queue's own redrive, which answers nobody.
+#[tokio::test]
+async fn a_job_that_fails_every_attempt_is_answered_and_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut services = Services::local(dir.path()).unwrap();
+    let ids = queue_cats(&services, 1).await;
+    let tried = Arc::new(tokio::sync::Notify::new());
+    services.inputs = Broken::reads(&services.inputs, &tried);
+    let worker = Worker::new(services.clone(), classifier(), WorkerSettings::new("test"));
+    let (trigger, shutdown) = Shutdown::new();
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(async move { worker.run(shutdown).await });
+
+    let announced = announcements(&services, 1).await;
+    let answered_after = started.elapsed();
+    trigger.trigger();
+    running.await.unwrap().unwrap();
+    let result = &announced[0];
+    assert_eq!(result.id, ids[0]);
+    assert_eq!(result.attempt, MAX_ATTEMPTS);
+    match &result.outcome {
+        Outcome::Failed { kind, message } => {
+            assert_eq!(*kind, FailureKind::AttemptsExhausted);
+            assert!(message.contains("I/O error"), "{message}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // Retries wait 1 s, then 2 s: the answer comes within seconds.
+    assert!(
+        answered_after < Duration::from_secs(10),
+        "{answered_after:?}"
+    );
+    let stored = services.outputs.get(&ids[0].output_key()).await.unwrap();
+    assert!(stored.is_some(), "the failure is the job's stored result");
+    assert_eq!(
+        services.requests.depth().await.unwrap(),
+        QueueDepth::default()
+    );
+    let dead = services
+        .dead_letters
+        .receive(10, Duration::ZERO, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let request: JobRequest = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!(request.job_id, ids[0]);
+}
+
+/// A message that is not a job request goes to the dead-letter queue on
+/// first sight; if it names a job, that job is answered.
+#[tokio::test]
+async fn malformed_messages_are_dead_lettered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::local(dir.path()).unwrap();
+    let named = JobId::new();
+    services.requests.send("not json at all").await.unwrap();
+    services
+        .requests
+        .send(&format!(r#"{{"job_id": "{named}", "input": 7}}"#))
+        .await
+        .unwrap();
+    let worker = Worker::new(services.clone(), classifier(), WorkerSettings::new("test"));
+    let (trigger, shutdown) = Shutdown::new();
+    let running = tokio::spawn(async move { worker.run(shutdown).await });
+
+    let announced = announcements(&services, 1).await;
+    assert_eq!(announced[0].id, named);
+    assert!(matches!(
+        announced[0].outcome,
+        Outcome::Failed {
+            kind: FailureKind::MalformedMessage,
+            ..
+        }
+    ));
+    let mut dead = Vec::new();
+    while dead.len() < 2 {
+        dead.extend(
+            services
+                .dead_letters
+                .receive(10, Duration::from_secs(5), Duration::from_secs(30))
+                .await
+                .unwrap(),
+        );
+    }
+    trigger.trigger();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        services.requests.depth().await.unwrap(),
+        QueueDepth::default()
+    );
+    assert!(dead.iter().any(|m| m.body == "not json at all"));
 }

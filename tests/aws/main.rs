@@ -9,6 +9,7 @@ mod moto;
 
 mod controller;
 mod fleet;
+mod lifecycle;
 mod pipeline;
 mod queue;
 mod setup;
