@@ -7,6 +7,7 @@ pub struct Shutdown {
     receiver: watch::Receiver<bool>,
 }
 
+#[derive(Clone)]
 pub struct ShutdownTrigger {
     sender: watch::Sender<bool>,
 }

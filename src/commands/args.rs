@@ -233,13 +233,24 @@ pub struct WebArgs {
     /// Seconds `POST /` waits for a label before answering 504.
     #[arg(long, default_value_t = 60)]
     pub result_timeout_secs: u64,
+    /// On SIGTERM or Ctrl-C: seconds to finish open requests (and, for
+    /// `serve`, to stop the workers) before exiting.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl WebArgs {
-    pub fn settings(&self) -> WebSettings {
+    /// The web tier's settings; `reserved` is kept out of the drain for
+    /// what must happen after it (stopping the workers).
+    pub fn settings(&self, reserved: Duration) -> WebSettings {
+        let budget = Duration::from_secs(self.shutdown_timeout_secs);
         WebSettings {
             max_upload_bytes: self.max_upload_mib * 1024 * 1024,
             result_timeout: Duration::from_secs(self.result_timeout_secs),
+            drain_timeout: budget
+                .saturating_sub(reserved)
+                .max(budget / 2)
+                .max(Duration::from_secs(1)),
         }
     }
 

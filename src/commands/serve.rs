@@ -1,13 +1,20 @@
 //! `imagefleet serve`: web tier, controller and local worker fleet in one
-//! command. The fleet starts empty and follows the policy.
+//! command. The fleet starts empty and follows the policy, or is held at
+//! `--workers N`.
+
+use std::time::Duration;
 
 use clap::Args;
 
 use super::args::{local_fleet, ControllerOptions, ModelArgs, WebArgs};
-use crate::fleet::{default_max_local_workers, Fleet, STOP_GRACE};
+use crate::fleet::default_max_local_workers;
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
+
+/// Of the shutdown budget, what is kept for the workers to finish the job
+/// in hand and exit once the web tier has drained.
+const WORKER_STOP_RESERVE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -17,10 +24,10 @@ pub struct ServeArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub controller: ControllerOptions,
-    /// Run exactly this many workers instead of letting the controller size
-    /// the fleet.
+    /// Run exactly this many workers (replacing any that die) instead of
+    /// letting the policy size the fleet.
     #[arg(long, conflicts_with = "dry_run")]
-    pub workers: Option<usize>,
+    pub workers: Option<u32>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -29,44 +36,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = absolute(&args.web.data.data_dir);
     let services = args.web.backend.services(&data_dir).await?;
     let fleet = local_fleet(&data_dir, &args.model, &args.web.backend)?;
-    let mut state = WebState::new(services.clone(), args.web.settings());
 
-    let controller = match args.workers {
-        Some(workers) => {
-            fixed_fleet(fleet.as_ref(), workers).await?;
-            None
-        }
-        None => {
-            let controller = args.controller.build(
-                services.requests.clone(),
-                fleet.clone(),
-                default_max_local_workers(),
-            )?;
-            state = state.with_controller(controller.status());
-            Some(tokio::spawn(controller.run(shutdown.clone())))
-        }
-    };
+    // `--workers N` is the controller held at N by its limits: the same
+    // loop replaces a worker that dies.
+    let mut options = args.controller.clone();
+    if let Some(workers) = args.workers {
+        options.limits.min_instances = workers;
+        options.limits.max_instances = Some(workers);
+    }
+    let controller = options.build(
+        services.requests.clone(),
+        fleet.clone(),
+        default_max_local_workers(),
+    )?;
+    let state = WebState::new(services, args.web.settings(WORKER_STOP_RESERVE))
+        .with_controller(controller.status());
+    // The controller keeps the fleet going while the web tier drains (open
+    // requests still need their jobs run); it stops after.
+    let (fleet_trigger, fleet_shutdown) = Shutdown::new();
+    let controller = tokio::spawn(controller.run(fleet_shutdown));
+
     let listener = args.web.bind().await?;
     tracing::info!(data_dir = %data_dir.display(), "serving");
-    let result = web::serve(listener, state, shutdown).await;
-    if let Some(controller) = controller {
-        let _ = controller.await;
-    }
+    let served = web::serve(listener, state, shutdown).await;
+    fleet_trigger.trigger();
+    let _ = controller.await;
     if !args.controller.dry_run {
-        fleet.shutdown(STOP_GRACE).await;
+        // SIGTERM: each worker finishes the job in hand, hands back the one
+        // it fetched ahead and exits; stragglers are killed at the end of
+        // the reserve, and their jobs return to the queue.
+        fleet.shutdown(WORKER_STOP_RESERVE).await;
     }
-    result
-}
-
-/// `--workers N`: exactly N workers, no controller.
-async fn fixed_fleet(fleet: &dyn Fleet, workers: usize) -> anyhow::Result<()> {
-    let running = fleet.list().await?;
-    if workers > running.len() {
-        fleet.launch(workers - running.len()).await?;
-    } else if workers < running.len() {
-        let extra: Vec<String> = running[workers..].iter().map(|i| i.id.clone()).collect();
-        fleet.terminate(&extra).await?;
-    }
-    tracing::info!(workers, "fixed fleet");
-    Ok(())
+    served
 }

@@ -1,5 +1,7 @@
 //! `imagefleet web`: the web tier alone.
 
+use std::time::Duration;
+
 use super::args::WebArgs;
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
@@ -9,5 +11,6 @@ pub async fn run(args: WebArgs) -> anyhow::Result<()> {
     on_signals(trigger);
     let services = args.backend.services(&args.data.data_dir).await?;
     let listener = args.bind().await?;
-    web::serve(listener, WebState::new(services, args.settings()), shutdown).await
+    let settings = args.settings(Duration::ZERO);
+    web::serve(listener, WebState::new(services, settings), shutdown).await
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::process::{Child, Command};
 
+use super::lock::FleetLock;
 use super::registry::{InstanceRegistry, RegisteredInstance};
 use super::{Fleet, FleetError, Instance, InstanceState};
 
@@ -37,12 +38,16 @@ pub struct LocalFleet {
     /// Workers this process started (and so can reap). Adopted workers from
     /// an earlier run are tracked by pid only.
     children: Mutex<HashMap<String, Child>>,
+    /// This process is the only one managing these workers.
+    _lock: FleetLock,
 }
 
 impl LocalFleet {
-    /// Opens the registry and adopts live workers left by an earlier run;
+    /// Takes the fleet's lock (refused while another controller holds it),
+    /// opens the registry and adopts live workers left by an earlier run;
     /// records of dead ones are dropped.
     pub fn open(registry_path: &Path, command: WorkerCommand) -> anyhow::Result<LocalFleet> {
+        let lock = FleetLock::acquire(&registry_path.with_extension("lock"))?;
         let registry = InstanceRegistry::open(registry_path).map_err(|e| {
             anyhow::anyhow!("opening fleet registry {}: {e}", registry_path.display())
         })?;
@@ -50,6 +55,7 @@ impl LocalFleet {
             registry: Arc::new(registry),
             command,
             children: Mutex::new(HashMap::new()),
+            _lock: lock,
         };
         let adopted = fleet.reap()?;
         if !adopted.is_empty() {
@@ -151,15 +157,35 @@ impl Fleet for LocalFleet {
         let mut launched = Vec::with_capacity(count);
         for _ in 0..count {
             let id = new_instance_id();
-            let child = Command::new(&self.command.program)
+            let mut command = Command::new(&self.command.program);
+            command
                 .args(&self.command.args)
                 .arg("--instance-id")
                 .arg(&id)
+                .arg("--parent-pid")
+                .arg(std::process::id().to_string())
                 .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    FleetError::Launch(format!("{}: {e}", self.command.program.display()))
-                })?;
+                // Its own process group: a Ctrl-C in the terminal reaches
+                // the service, which stops its workers in order, not the
+                // workers directly (they would leave open requests
+                // unanswered while the service drains).
+                .process_group(0);
+            // SAFETY: prctl(2) is async-signal-safe and touches no memory
+            // of the parent; this closure runs in the child before exec.
+            unsafe {
+                command.pre_exec(|| {
+                    // SIGTERM when the service dies, however it dies: the
+                    // worker finishes its job and exits instead of running
+                    // on, unsupervised and uncounted.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().map_err(|e| {
+                FleetError::Launch(format!("{}: {e}", self.command.program.display()))
+            })?;
             let pid = child.id().unwrap_or(0);
             self.registry
                 .insert(&id, pid)

@@ -3,6 +3,7 @@
 
 mod ec2;
 mod local;
+mod lock;
 mod registry;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 pub use ec2::{Ec2Fleet, FLEET_TAG};
 pub use local::{default_max_local_workers, LocalFleet, WorkerCommand, STOP_GRACE};
+pub use lock::{FleetLock, LockError};
 pub use registry::{InstanceRegistry, RegistryActivity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

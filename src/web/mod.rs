@@ -5,6 +5,7 @@ mod error;
 mod results;
 mod upload;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub struct WebSettings {
     pub max_upload_bytes: usize,
     /// How long `POST /` waits for the label before answering 504.
     pub result_timeout: Duration,
+    /// After a stop is requested, how long open requests may still wait for
+    /// their results; then they are answered 503 and the tier exits.
+    pub drain_timeout: Duration,
 }
 
 impl Default for WebSettings {
@@ -40,6 +44,7 @@ impl Default for WebSettings {
         WebSettings {
             max_upload_bytes: 20 * 1024 * 1024,
             result_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -83,22 +88,55 @@ pub fn router(state: WebState) -> Router {
 }
 
 /// Serves until `shutdown`, routing results back to waiting requests.
+/// On shutdown it stops accepting connections but keeps routing results
+/// until every open request is answered; at the drain deadline the requests
+/// still waiting are answered 503 (their jobs stay queued) and it returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: WebState,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // The pump outlives the listener: it stops only once the open requests
+    // are answered, with its own signal.
+    let (pump_trigger, pump_shutdown) = Shutdown::new();
     let pump = tokio::spawn(
         state
             .router
             .clone()
-            .pump(Arc::clone(&state.services.results), shutdown.clone()),
+            .pump(Arc::clone(&state.services.results), pump_shutdown),
     );
+    let router_handle = state.router.clone();
+    let drain = state.settings.drain_timeout;
     let mut stop = shutdown.clone();
-    axum::serve(listener, router(state))
+    let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { stop.requested().await })
-        .await?;
-    pump.abort();
+        .into_future();
+    tokio::pin!(server);
+    let mut stop = shutdown.clone();
+    let deadline = async move {
+        stop.requested().await;
+        tokio::time::sleep(drain).await;
+    };
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = deadline => {
+            let waiting = router_handle.waiting();
+            tracing::warn!(waiting, "drain deadline passed; answering the requests still waiting");
+            router_handle.close();
+            // A moment for those answers to be written; connections that
+            // are still open after it (a client sending nothing) are cut.
+            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!("connections still open after the drain deadline; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    pump_trigger.trigger();
+    let _ = pump.await;
+    served?;
     Ok(())
 }
 
@@ -124,12 +162,28 @@ async fn classify_upload(
         let id = JobId::new();
         let mut waiter = state.router.wait_for(id);
         submit(&state, id, upload).await?;
+        let waited = tokio::select! {
+            received = tokio::time::timeout(state.settings.result_timeout, &mut waiter.receiver) => {
+                received.ok().and_then(Result::ok)
+            }
+            () = waiter.closing.closed() => {
+                return match stored_result(&state, id).await? {
+                    Some(result) => Ok(result),
+                    None => Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting_down",
+                        format!("the service is stopping; the job stays queued, poll GET /jobs/{id}"),
+                    )
+                    .for_job(id)),
+                };
+            }
+        };
         let result =
-            match tokio::time::timeout(state.settings.result_timeout, &mut waiter.receiver).await {
-                Ok(Ok(result)) => result,
+            match waited {
+                Some(result) => result,
                 // The result message may have been missed (e.g. routed before a
                 // restart); the output bucket is the record.
-                _ => stored_result(&state, id).await?.ok_or_else(|| {
+                None => stored_result(&state, id).await?.ok_or_else(|| {
                     ApiError::new(
                         StatusCode::GATEWAY_TIMEOUT,
                         "timeout",
@@ -167,6 +221,7 @@ fn answer(result: JobResult, json: bool, started: Instant) -> Response {
             let (status, code) = failure_status(*kind);
             ApiError::new(status, code, message.clone())
                 .for_job(id)
+                .with_kind(*kind)
                 .as_json(json)
                 .into_response()
         }
@@ -181,9 +236,11 @@ fn failure_status(kind: FailureKind) -> (StatusCode, &'static str) {
         FailureKind::UnsupportedFormat => (StatusCode::UNSUPPORTED_MEDIA_TYPE, kind.as_str()),
         FailureKind::Empty => (StatusCode::BAD_REQUEST, kind.as_str()),
         FailureKind::Undecodable => (StatusCode::UNPROCESSABLE_ENTITY, kind.as_str()),
-        FailureKind::Inference | FailureKind::InputMissing | FailureKind::Unknown => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "worker_error")
-        }
+        FailureKind::Inference
+        | FailureKind::InputMissing
+        | FailureKind::AttemptsExhausted
+        | FailureKind::MalformedMessage
+        | FailureKind::Unknown => (StatusCode::INTERNAL_SERVER_ERROR, "job_failed"),
     }
 }
 

@@ -5,15 +5,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::job::{JobId, JobResult};
 use crate::queue::Queue;
 use crate::shutdown::Shutdown;
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct ResultRouter {
     waiters: Arc<Mutex<HashMap<JobId, oneshot::Sender<JobResult>>>>,
+    /// Set when the service stops waiting: at its shutdown deadline.
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl Default for ResultRouter {
+    fn default() -> Self {
+        ResultRouter {
+            waiters: Arc::default(),
+            closing: Arc::new(watch::channel(false).0),
+        }
+    }
 }
 
 /// Removes its waiter when dropped, so a request that gives up or whose
@@ -22,6 +33,18 @@ pub struct Waiter {
     id: JobId,
     router: ResultRouter,
     pub receiver: oneshot::Receiver<JobResult>,
+    pub closing: Closing,
+}
+
+/// The service's "stop waiting" signal, as a waiter sees it.
+pub struct Closing(watch::Receiver<bool>);
+
+impl Closing {
+    /// Resolves when the service stops waiting for results (its shutdown
+    /// deadline passed); the request should answer at once.
+    pub async fn closed(&mut self) {
+        let _ = self.0.wait_for(|closing| *closing).await;
+    }
 }
 
 impl Drop for Waiter {
@@ -43,6 +66,7 @@ impl ResultRouter {
             id,
             router: self.clone(),
             receiver,
+            closing: Closing(self.closing.subscribe()),
         }
     }
 
@@ -56,6 +80,11 @@ impl ResultRouter {
 
     pub fn waiting(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Tells every waiting request to stop waiting.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Drains the result queue into the router until shutdown. Every result

@@ -5,8 +5,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{collect_lines, get_json, repo_root, wait_for, Server};
-use imagefleet::fleet::InstanceRegistry;
+use crate::support::{
+    collect_lines, get_json, process_gone, repo_root, wait_for, worker_pids, Server,
+};
+use imagefleet::fleet::{InstanceRegistry, InstanceState};
 use imagefleet::services::{LocalLayout, Services};
 
 fn queue_junk(data_dir: &Path, count: usize) {
@@ -112,15 +114,16 @@ fn policy_edits_apply_live_and_broken_edits_do_not() {
     assert!(registry.all().unwrap().is_empty());
 }
 
-/// A controller that dies leaves its workers running; the next one adopts
-/// them instead of launching more, and can stop them.
+/// A controller that dies takes its workers down with it (they would run
+/// on unsupervised and uncounted); a worker left from elsewhere on the data
+/// dir is adopted by the next controller, counted against the cap, and
+/// stopped when the policy wants none.
 #[test]
-fn a_restarted_controller_adopts_the_running_workers() {
+fn workers_die_with_their_controller_and_leftovers_are_adopted() {
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
     let policy = temp.path().join("two.rhai");
     std::fs::write(&policy, "#{ desired: 2, reason: \"always two\" }").unwrap();
-    let registry_path = LocalLayout::new(&data_dir).fleet_file();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_imagefleet"))
             .args(["controller", "--interval-ms", "200", "--max-instances", "3"])
@@ -134,52 +137,54 @@ fn a_restarted_controller_adopts_the_running_workers() {
             .spawn()
             .unwrap()
     };
-    let running_pids = || -> Vec<u32> {
-        let Ok(registry) = InstanceRegistry::open(&registry_path) else {
-            return Vec::new();
-        };
-        let all = registry.all().unwrap();
-        all.iter()
-            .filter(|r| r.instance.state == imagefleet::fleet::InstanceState::Running)
-            .map(|r| r.pid)
-            .collect()
-    };
+    let running = || worker_pids(&data_dir, Some(InstanceState::Running));
 
     let mut first = start();
     let _out = collect_lines(first.stdout.take().unwrap());
     let pids = wait_for("two running workers", Duration::from_secs(30), || {
-        let pids = running_pids();
+        let pids = running();
         (pids.len() == 2).then_some(pids)
     });
-    // Crash: no chance to clean up.
+    // Crash: no chance to clean up, yet the workers follow within seconds.
     first.kill().unwrap();
     first.wait().unwrap();
-    assert!(pids
-        .iter()
-        .all(|pid| Path::new(&format!("/proc/{pid}")).exists()));
+    wait_for(
+        "the crashed controller's workers gone",
+        Duration::from_secs(5),
+        || pids.iter().all(|pid| process_gone(*pid)).then_some(()),
+    );
 
+    // A worker someone started by hand on this data dir, registered under
+    // an instance id as the fleet's workers are.
+    let mut leftover = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+        .args(["worker", "--instance-id", "w-leftover", "--data-dir"])
+        .arg(&data_dir)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the leftover worker ready", Duration::from_secs(30), || {
+        running().contains(&leftover.id()).then_some(())
+    });
     let mut second = start();
     let _out = collect_lines(second.stdout.take().unwrap());
-    std::thread::sleep(Duration::from_secs(2));
-    let mut after = running_pids();
-    after.sort();
-    let mut before = pids.clone();
-    before.sort();
-    assert_eq!(after, before, "the same two workers, none added");
-
-    // The policy now wants none: the adopted workers are stopped.
-    std::fs::write(&policy, "0").unwrap();
-    wait_for(
-        "the adopted workers to exit",
-        Duration::from_secs(30),
-        || {
-            let gone = pids.iter().all(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map_or(true, |stat| stat.contains(") Z "))
-            });
-            (gone && running_pids().is_empty()).then_some(())
-        },
+    let both = wait_for("two running workers again", Duration::from_secs(30), || {
+        let pids = running();
+        (pids.len() == 2).then_some(pids)
+    });
+    assert!(
+        both.contains(&leftover.id()),
+        "the leftover is adopted: {both:?}"
     );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(running().len(), 2, "the adopted worker counts: none added");
+
+    // The policy now wants none: the adopted worker is stopped too.
+    std::fs::write(&policy, "0").unwrap();
+    wait_for("the workers to exit", Duration::from_secs(30), || {
+        (both.iter().all(|pid| process_gone(*pid)) && running().is_empty()).then_some(())
+    });
+    assert!(leftover.wait().unwrap().success());
     unsafe {
         libc::kill(second.id() as i32, libc::SIGTERM);
     }

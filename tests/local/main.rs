@@ -8,4 +8,5 @@ mod support;
 mod architecture;
 mod cli;
 mod controller;
+mod lifecycle;
 mod pipeline;

@@ -217,6 +217,8 @@ pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus
 pub struct Process {
     pub child: Child,
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Its log lines (stderr).
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -227,10 +229,21 @@ impl Process {
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start imagefleet");
         let stdout = collect_lines(child.stdout.take().unwrap());
-        Process { child, stdout }
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        Process {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Whether any log line so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     /// SIGTERM, then the exit status.
@@ -322,4 +335,37 @@ pub fn upload_concurrently(url: &str, count: usize, timeout: Duration) {
     for client in clients {
         client.join().expect("client thread");
     }
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// True once `pid` has exited (gone, or a zombie waiting for its parent).
+pub fn process_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        // The state follows the command name in parentheses.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
+}
+
+/// Pids of the local fleet's workers in `state` (any state if None), from
+/// its registry under `data_dir`.
+pub fn worker_pids(data_dir: &Path, state: Option<imagefleet::fleet::InstanceState>) -> Vec<u32> {
+    let path = imagefleet::services::LocalLayout::new(data_dir).fleet_file();
+    let Ok(registry) = imagefleet::fleet::InstanceRegistry::open(&path) else {
+        return Vec::new();
+    };
+    registry
+        .all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| state.is_none_or(|s| r.instance.state == s))
+        .map(|r| r.pid)
+        .collect()
 }
