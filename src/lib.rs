@@ -10,6 +10,7 @@ pub mod job;
 pub mod paths;
 pub mod policy;
 pub mod queue;
+pub mod retention;
 pub mod services;
 pub mod shutdown;
 pub mod simulate;

@@ -19,7 +19,7 @@ use crate::paths::{absolute, default_model_manifest, default_policy, DEFAULT_DAT
 use crate::policy::PolicySource;
 use crate::queue::Queue;
 use crate::services::{LocalLayout, Services};
-use crate::web::WebSettings;
+use crate::web::{ConnectionLimits, WebSettings};
 
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
@@ -218,6 +218,35 @@ impl BackendArgs {
     }
 }
 
+/// How long finished jobs are kept (the process that manages the local
+/// fleet also keeps its data dir tidy).
+#[derive(Debug, Args, Clone)]
+pub struct RetentionArgs {
+    /// Results, kept inputs and dead letters older than this are deleted
+    /// (embedded backend; on AWS, `aws setup`'s lifecycle rules do it).
+    #[arg(long, default_value = "24h", value_parser = crate::retention::parse_duration)]
+    pub retention: Duration,
+    /// Keep each job's input after its result is stored, until the
+    /// retention (by default inputs go as soon as their result is stored).
+    #[arg(long)]
+    pub keep_inputs: bool,
+}
+
+impl RetentionArgs {
+    /// Starts the janitor for an embedded backend's data dir.
+    pub fn spawn_janitor(
+        &self,
+        data_dir: &Path,
+        backend: &BackendArgs,
+        shutdown: crate::shutdown::Shutdown,
+    ) {
+        if backend.backend == Backend::Local {
+            let layout = LocalLayout::new(data_dir);
+            tokio::spawn(crate::retention::run(layout, self.retention, shutdown));
+        }
+    }
+}
+
 /// The web tier's flags (`web`, and `serve` which adds the rest).
 #[derive(Debug, Args, Clone)]
 pub struct WebArgs {
@@ -237,6 +266,30 @@ pub struct WebArgs {
     /// `serve`, to stop the workers) before exiting.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_secs: u64,
+    /// Connections open at once; past it, the oldest connection that has not
+    /// sent a request yet is dropped for the newcomer, or the newcomer gets
+    /// 503 when all are busy.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_connections: u64,
+    /// Uploads streaming in at once; one past it waits up to 5 s for a
+    /// turn, then gets 503 with Retry-After.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_uploads: u64,
+    /// Seconds a connection gets to send a request's headers, counted from
+    /// its start or its previous response (so idle keep-alive connections
+    /// close after this too).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds an upload may pause mid-body before it is dropped (408).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_stall_secs: u64,
+    /// Require `Authorization: Bearer TOKEN` on every route but /healthz.
+    #[arg(long, env = "IMAGEFLEET_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Listen on a non-loopback address without a token (anyone who can
+    /// reach it may upload and read results).
+    #[arg(long)]
+    pub allow_anonymous: bool,
 }
 
 impl WebArgs {
@@ -251,10 +304,38 @@ impl WebArgs {
                 .saturating_sub(reserved)
                 .max(budget / 2)
                 .max(Duration::from_secs(1)),
+            max_uploads: self.max_uploads as usize,
+            body_stall_timeout: Duration::from_secs(self.body_stall_secs),
+            connections: ConnectionLimits {
+                max_connections: self.max_connections as usize,
+                header_timeout: Duration::from_secs(self.header_timeout_secs),
+                ..ConnectionLimits::default()
+            },
+            auth_token: self.auth_token.clone().filter(|t| !t.is_empty()),
         }
     }
 
+    /// Refuses to expose the service beyond this machine without a token,
+    /// unless the operator says so.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        let has_token = self.auth_token.as_ref().is_some_and(|t| !t.is_empty());
+        if let Some(token) = self.auth_token.as_ref().filter(|t| !t.is_empty()) {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "--auth-token is too short to guess hard: use at least 16 characters"
+            );
+        }
+        anyhow::ensure!(
+            self.listen.ip().is_loopback() || has_token || self.allow_anonymous,
+            "refusing to listen on {} without --auth-token (or IMAGEFLEET_AUTH_TOKEN): anyone \
+             who can reach it could upload and read results; pass --allow-anonymous to do it anyway",
+            self.listen
+        );
+        Ok(())
+    }
+
     pub async fn bind(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        self.check_exposure()?;
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
@@ -271,6 +352,7 @@ pub fn local_fleet(
     data_dir: &Path,
     model: &ModelArgs,
     backend: &BackendArgs,
+    retention: &RetentionArgs,
 ) -> anyhow::Result<Arc<LocalFleet>> {
     let manifest = model.check()?;
     let mut args: Vec<OsString> = vec![
@@ -280,6 +362,9 @@ pub fn local_fleet(
         "--model".into(),
         manifest.into(),
     ];
+    if retention.keep_inputs {
+        args.push("--keep-inputs".into());
+    }
     args.extend(backend.to_args());
     let command = WorkerCommand {
         program: std::env::current_exe()?,

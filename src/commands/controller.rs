@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::args::{local_fleet, Backend, BackendArgs, ControllerOptions, DataArgs, ModelArgs};
+use super::args::{
+    local_fleet, Backend, BackendArgs, ControllerOptions, DataArgs, ModelArgs, RetentionArgs,
+};
 use crate::controller::DEFAULT_MAX_INSTANCES;
 use crate::fleet::{default_max_local_workers, Ec2Fleet, STOP_GRACE};
 use crate::paths::absolute;
@@ -19,6 +21,8 @@ pub struct ControllerArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub controller: ControllerOptions,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// `--backend aws` sizes the fleet's EC2 instances from its SQS queue.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -31,7 +35,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let services = args.backend.services(&data_dir).await?;
     match args.backend.backend {
         Backend::Local => {
-            let fleet = local_fleet(&data_dir, &args.model, &args.backend)?;
+            let fleet = local_fleet(&data_dir, &args.model, &args.backend, &args.retention)?;
+            args.retention
+                .spawn_janitor(&data_dir, &args.backend, shutdown.clone());
             let controller = args.controller.build(
                 services.requests,
                 fleet.clone(),

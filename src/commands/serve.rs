@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::args::{local_fleet, ControllerOptions, ModelArgs, WebArgs};
+use super::args::{local_fleet, ControllerOptions, ModelArgs, RetentionArgs, WebArgs};
 use crate::fleet::default_max_local_workers;
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
@@ -24,6 +24,8 @@ pub struct ServeArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub controller: ControllerOptions,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Run exactly this many workers (replacing any that die) instead of
     /// letting the policy size the fleet.
     #[arg(long, conflicts_with = "dry_run")]
@@ -34,8 +36,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.web.data.data_dir);
+    // Listening first: a port in use, or an exposed address without a
+    // token, stops the service before any worker starts.
+    let listener = args.web.bind().await?;
     let services = args.web.backend.services(&data_dir).await?;
-    let fleet = local_fleet(&data_dir, &args.model, &args.web.backend)?;
+    let fleet = local_fleet(&data_dir, &args.model, &args.web.backend, &args.retention)?;
+    args.retention
+        .spawn_janitor(&data_dir, &args.web.backend, shutdown.clone());
 
     // `--workers N` is the controller held at N by its limits: the same
     // loop replaces a worker that dies.
@@ -56,7 +63,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (fleet_trigger, fleet_shutdown) = Shutdown::new();
     let controller = tokio::spawn(controller.run(fleet_shutdown));
 
-    let listener = args.web.bind().await?;
     tracing::info!(data_dir = %data_dir.display(), "serving");
     let served = web::serve(listener, state, shutdown).await;
     fleet_trigger.trigger();

@@ -31,6 +31,10 @@ pub struct WorkerArgs {
     /// the worker) is gone, so no worker outlives its service.
     #[arg(long, hide = true)]
     pub parent_pid: Option<u32>,
+    /// Keep each job's input after its result is stored (by default it is
+    /// deleted then; retention removes what is kept).
+    #[arg(long)]
+    pub keep_inputs: bool,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -47,6 +51,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let mut settings = WorkerSettings::new(worker_id.clone());
     settings.visibility = Duration::from_secs(args.lease_secs);
+    settings.keep_inputs = args.keep_inputs;
     if args.backend.backend == Backend::Aws {
         settings.wait = Duration::from_secs(5);
     }

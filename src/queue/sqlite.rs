@@ -113,6 +113,22 @@ impl SqliteQueue {
         })?
     }
 
+    /// Deletes this queue's messages sent before `cutoff`, as SQS's message
+    /// retention does; returns how many. Blocking: for the embedded
+    /// backend's janitor.
+    pub fn expire(&self, cutoff: SystemTime) -> Result<usize, QueueError> {
+        let cutoff_ms = cutoff
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        connection
+            .execute(
+                "DELETE FROM messages WHERE queue = ?1 AND sent_at_ms < ?2",
+                params![self.name, cutoff_ms],
+            )
+            .map_err(unavailable(&self.name))
+    }
+
     fn try_receive(
         connection: &mut Connection,
         name: &str,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{validate_key, ObjectStore, StoreError};
+use super::{validate_key, ObjectStore, ObjectWriter, StoreError};
 
 /// Temporary files live here, inside the bucket so the rename stays on one
 /// file system; the leading dot keeps it out of the key space.
@@ -32,6 +32,35 @@ impl DirStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Deletes the objects last written before `cutoff`, and temporary
+    /// files a crashed writer left behind; returns how many objects went.
+    /// Blocking: for the embedded backend's janitor.
+    pub fn expire(&self, cutoff: std::time::SystemTime) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for key in list_keys(&self.root, "")? {
+            let path = self.root.join(&key);
+            let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(modified) => modified,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if modified < cutoff {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for entry in std::fs::read_dir(self.root.join(TMP_DIR))? {
+            let entry = entry?;
+            if entry.metadata()?.modified()? < cutoff {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(removed)
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -90,6 +119,54 @@ fn create_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<
     }
 }
 
+/// A temporary file in the bucket's `.tmp`, renamed into place when done.
+struct DirWriter {
+    store: DirStore,
+    key: String,
+    path: PathBuf,
+    /// Deleted with this value unless persisted.
+    temp: Option<tempfile::TempPath>,
+    file: tokio::fs::File,
+}
+
+#[async_trait]
+impl ObjectWriter for DirWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(|e| self.store.unavailable("put", &self.key, e))
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let key = self.key.clone();
+        self.file
+            .flush()
+            .await
+            .map_err(|e| self.store.unavailable("put", &key, e))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|e| self.store.unavailable("put", &key, e))?;
+        let temp = self.temp.take().expect("finished once");
+        let path = self.path.clone();
+        self.store
+            .blocking("put", &key, move || {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                temp.persist(&path).map_err(|e| e.error)
+            })
+            .await
+    }
+
+    async fn abort(self: Box<Self>) {
+        // Dropping the TempPath removes the file.
+    }
+}
+
 fn list_keys(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut pending = vec![(root.to_owned(), String::new())];
@@ -135,6 +212,27 @@ impl ObjectStore for DirStore {
         let root = self.root.clone();
         self.blocking("put", key, move || create_atomically(&root, &path, &bytes))
             .await
+    }
+
+    async fn writer(
+        &self,
+        key: &str,
+        _content_type: &str,
+    ) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        let path = self.path_of(key)?;
+        let tmp_dir = self.root.join(TMP_DIR);
+        let (file, temp) = self
+            .blocking("put", key, move || {
+                tempfile::NamedTempFile::new_in(tmp_dir).map(|f| f.into_parts())
+            })
+            .await?;
+        Ok(Box::new(DirWriter {
+            store: self.clone(),
+            key: key.to_owned(),
+            path,
+            temp: Some(temp),
+            file: tokio::fs::File::from_std(file),
+        }))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
@@ -235,6 +333,37 @@ mod tests {
                 .unwrap()
                 .count(),
             0
+        );
+    }
+
+    #[tokio::test]
+    async fn written_objects_appear_whole_at_finish_and_aborted_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path().join("input")).unwrap();
+        let mut writer = store.writer("big", "image/png").await.unwrap();
+        for _ in 0..3 {
+            writer.write(Bytes::from(vec![7u8; 1000])).await.unwrap();
+            assert!(
+                !store.exists("big").await.unwrap(),
+                "not visible before finish"
+            );
+        }
+        writer.finish().await.unwrap();
+        assert_eq!(store.get("big").await.unwrap().unwrap().len(), 3000);
+
+        let mut writer = store.writer("gone", "image/png").await.unwrap();
+        writer.write(Bytes::from_static(b"part")).await.unwrap();
+        writer.abort().await;
+        assert!(!store.exists("gone").await.unwrap());
+        let mut dropped = store.writer("dropped", "image/png").await.unwrap();
+        dropped.write(Bytes::from_static(b"part")).await.unwrap();
+        drop(dropped);
+        assert_eq!(
+            std::fs::read_dir(store.root().join(TMP_DIR))
+                .unwrap()
+                .count(),
+            0,
+            "no temporary file left"
         );
     }
 

@@ -3,6 +3,7 @@
 
 mod dir;
 mod s3;
+mod s3_writer;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +24,16 @@ pub enum StoreError {
     },
 }
 
+/// An object written piece by piece, so an upload streams to its bucket
+/// instead of sitting whole in memory. Nothing is visible under its key
+/// until `finish`; `abort` (or dropping it) leaves no object behind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+    async fn abort(self: Box<Self>);
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     fn bucket(&self) -> &str;
@@ -38,6 +49,13 @@ pub trait ObjectStore: Send + Sync {
         bytes: Bytes,
         content_type: &str,
     ) -> Result<bool, StoreError>;
+    /// Starts writing `key` piece by piece (see [`ObjectWriter`]); like
+    /// `put`, it replaces an existing object when finished.
+    async fn writer(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectWriter>, StoreError>;
     /// `None` when there is no such object.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;

@@ -6,7 +6,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use super::{validate_key, ObjectStore, StoreError};
+use super::s3_writer::S3Writer;
+use super::{validate_key, ObjectStore, ObjectWriter, StoreError};
 use crate::aws::clients::describe;
 
 #[derive(Debug, Clone)]
@@ -109,6 +110,20 @@ impl ObjectStore for S3Store {
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
             Err(e) => Err(self.unavailable("PutObject", key, describe(&e))),
         }
+    }
+
+    async fn writer(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        validate_key(key)?;
+        Ok(Box::new(S3Writer::new(
+            self.client.clone(),
+            &self.bucket,
+            key,
+            content_type,
+        )))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub job_id: Option<JobId>,
     /// For a failed job: why, in the job contract's words.
     pub kind: Option<FailureKind>,
+    /// Seconds after which the client may try again (a `Retry-After`).
+    pub retry_after: Option<u32>,
     pub json: bool,
 }
 
@@ -26,6 +28,7 @@ impl ApiError {
             message: message.into(),
             job_id: None,
             kind: None,
+            retry_after: None,
             json: false,
         }
     }
@@ -37,6 +40,11 @@ impl ApiError {
 
     pub fn with_kind(mut self, kind: FailureKind) -> ApiError {
         self.kind = Some(kind);
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -68,6 +76,11 @@ impl IntoResponse for ApiError {
             };
             (self.status, body).into_response()
         };
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if let Some(id) = self.job_id {
             if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{id}")) {
                 response.headers_mut().insert(header::LOCATION, location);

@@ -1,11 +1,12 @@
 //! The web tier: accepts uploads, stores each image, queues a job and
 //! answers with the label once a worker has classified it.
 
+mod auth;
 mod error;
+mod listener;
 mod results;
 mod upload;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,18 +16,19 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use imagefleet_worker::decode::{mime_type, sniff_format};
-use imagefleet_worker::ClassifyError;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
+pub use auth::TOKEN_COOKIE;
 pub use error::ApiError;
+pub use listener::ConnectionLimits;
 pub use results::ResultRouter;
 
 use crate::controller::SharedStatus;
 use crate::job::{unix_millis, FailureKind, JobId, JobRequest, JobResult, Outcome};
 use crate::services::Services;
 use crate::shutdown::Shutdown;
-use upload::{read_upload, Upload};
+use upload::{store_upload, UploadLimits};
 
 #[derive(Debug, Clone)]
 pub struct WebSettings {
@@ -37,6 +39,14 @@ pub struct WebSettings {
     /// After a stop is requested, how long open requests may still wait for
     /// their results; then they are answered 503 and the tier exits.
     pub drain_timeout: Duration,
+    /// Uploads streaming in at once; past it, 503 with Retry-After.
+    pub max_uploads: usize,
+    /// Longest pause inside an upload's body before it is dropped (408).
+    pub body_stall_timeout: Duration,
+    /// Open connections, their timeouts and buffers.
+    pub connections: ConnectionLimits,
+    /// Bearer token required on every route but `/healthz`.
+    pub auth_token: Option<String>,
 }
 
 impl Default for WebSettings {
@@ -45,6 +55,10 @@ impl Default for WebSettings {
             max_upload_bytes: 20 * 1024 * 1024,
             result_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(25),
+            max_uploads: 128,
+            body_stall_timeout: Duration::from_secs(15),
+            connections: ConnectionLimits::default(),
+            auth_token: None,
         }
     }
 }
@@ -56,6 +70,8 @@ pub struct WebState {
     settings: WebSettings,
     /// The controller's view, when one runs in this process.
     controller: Option<SharedStatus>,
+    /// One permit per upload streaming in.
+    uploads: Arc<Semaphore>,
 }
 
 impl WebState {
@@ -63,6 +79,7 @@ impl WebState {
         WebState {
             services,
             router: ResultRouter::default(),
+            uploads: Arc::new(Semaphore::new(settings.max_uploads)),
             settings,
             controller: None,
         }
@@ -75,16 +92,26 @@ impl WebState {
 }
 
 pub fn router(state: WebState) -> Router {
-    let limit = state.settings.max_upload_bytes;
-    Router::new()
+    // The multipart framing around the file counts against the body limit
+    // too; the file itself is held to `max_upload_bytes` as it streams.
+    let body_limit = state.settings.max_upload_bytes + 64 * 1024;
+    let token = state.settings.auth_token.clone();
+    let router = Router::new()
         .route("/", post(classify_upload))
         .route("/upload", post(classify_upload))
         .route("/jobs", post(submit_job))
         .route("/jobs/{id}", get(job_status))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+            auth::Token(token.into()),
+            auth::require_token,
+        )),
+        None => router,
+    }
 }
 
 /// Serves until `shutdown`, routing results back to waiting requests.
@@ -107,36 +134,29 @@ pub async fn serve(
     );
     let router_handle = state.router.clone();
     let drain = state.settings.drain_timeout;
-    let mut stop = shutdown.clone();
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.requested().await })
-        .into_future();
+    let limits = state.settings.connections;
+    let server = listener::run(listener, router(state), limits, shutdown.clone());
     tokio::pin!(server);
     let mut stop = shutdown.clone();
     let deadline = async move {
         stop.requested().await;
         tokio::time::sleep(drain).await;
     };
-    let served = tokio::select! {
-        served = &mut server => served,
+    tokio::select! {
+        () = &mut server => {}
         () = deadline => {
             let waiting = router_handle.waiting();
             tracing::warn!(waiting, "drain deadline passed; answering the requests still waiting");
             router_handle.close();
             // A moment for those answers to be written; connections that
             // are still open after it (a client sending nothing) are cut.
-            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
-                Ok(served) => served,
-                Err(_) => {
-                    tracing::warn!("connections still open after the drain deadline; closing them");
-                    Ok(())
-                }
+            if tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err() {
+                tracing::warn!("connections still open after the drain deadline; closing them");
             }
         }
     };
     pump_trigger.trigger();
     let _ = pump.await;
-    served?;
     Ok(())
 }
 
@@ -158,10 +178,9 @@ async fn classify_upload(
     let json = wants_json(&headers);
     let started = Instant::now();
     let result = async {
-        let upload = read_upload(multipart).await?;
         let id = JobId::new();
         let mut waiter = state.router.wait_for(id);
-        submit(&state, id, upload).await?;
+        submit(&state, id, multipart).await?;
         let waited = tokio::select! {
             received = tokio::time::timeout(state.settings.result_timeout, &mut waiter.receiver) => {
                 received.ok().and_then(Result::ok)
@@ -250,9 +269,8 @@ async fn submit_job(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let result = async {
-        let upload = read_upload(multipart).await?;
         let id = JobId::new();
-        submit(&state, id, upload).await?;
+        submit(&state, id, multipart).await?;
         Ok::<_, ApiError>(id)
     }
     .await;
@@ -267,41 +285,49 @@ async fn submit_job(
     }
 }
 
-/// Checks the upload is an image we can read, stores it under a key derived
-/// from the job id and queues the job.
-async fn submit(state: &WebState, id: JobId, upload: Upload) -> Result<(), ApiError> {
-    let format = sniff_format(&upload.bytes).map_err(|e| match e {
-        ClassifyError::Empty => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty",
-            "the uploaded file is empty",
-        ),
-        other => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_format",
-            other.to_string(),
-        ),
-    })?;
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+/// How long an upload waits for one of the `max_uploads` turns.
+const UPLOAD_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Streams the upload (an image we can read, by its first bytes) into the
+/// input bucket under a key derived from the job id, then queues the job.
+/// At most `max_uploads` stream at once; an upload past that waits for a
+/// turn (its bytes wait in the network, not in memory) and after
+/// [`UPLOAD_QUEUE_WAIT`] is asked to come back (503 with Retry-After).
+async fn submit(
+    state: &WebState,
+    id: JobId,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(), ApiError> {
+    let turn = tokio::time::timeout(UPLOAD_QUEUE_WAIT, state.uploads.clone().acquire_owned());
+    let _permit = turn.await.ok().and_then(Result::ok).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("cannot {what}: {e}"),
+            "busy",
+            format!(
+                "{} uploads are in progress, the most this service takes at once; retry shortly",
+                state.settings.max_uploads
+            ),
         )
-    };
-    let content_type = mime_type(format).to_owned();
+        .retry_after(1)
+    })?;
     let input_key = id.input_key();
-    state
-        .services
-        .inputs
-        .put(&input_key, upload.bytes, &content_type)
-        .await
-        .map_err(|e| unavailable("store the image", &e))?;
+    let limits = UploadLimits {
+        max_bytes: state.settings.max_upload_bytes as u64,
+        stall: state.settings.body_stall_timeout,
+    };
+    let upload = store_upload(
+        multipart,
+        state.services.inputs.as_ref(),
+        &input_key,
+        limits,
+    )
+    .await?;
+    tracing::debug!(job = %id, bytes = upload.size, "upload stored");
     let request = JobRequest {
         job_id: id,
         input_key: input_key.clone(),
         file_name: upload.file_name,
-        content_type,
+        content_type: upload.content_type,
         submitted_at_ms: unix_millis(),
         attempt: 1,
     };
@@ -309,7 +335,11 @@ async fn submit(state: &WebState, id: JobId, upload: Upload) -> Result<(), ApiEr
     if let Err(e) = state.services.requests.send(&body).await {
         // Nothing will ever process this image; do not keep it.
         let _ = state.services.inputs.delete(&input_key).await;
-        return Err(unavailable("queue the job", &e));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("cannot queue the job: {e}"),
+        ));
     }
     Ok(())
 }

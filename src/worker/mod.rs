@@ -44,6 +44,8 @@ pub struct WorkerSettings {
     /// How long a received job stays hidden from other workers without a
     /// renewal: what a crashed worker costs its jobs.
     pub visibility: Duration,
+    /// Keep a job's input after its result is stored (else deleted then).
+    pub keep_inputs: bool,
 }
 
 /// Jobs fetched ahead of the one running: one, so the next job is at hand
@@ -62,6 +64,7 @@ impl WorkerSettings {
             // Renewed every third of this while held; so a dead worker's
             // jobs are back on the queue within 10 s.
             visibility: Duration::from_secs(10),
+            keep_inputs: false,
         }
     }
 }
@@ -77,9 +80,17 @@ pub struct Worker {
 enum Attempt {
     /// A result (a label, or a refusal the client should see), or a job
     /// given up on: on its way out.
-    Finished(Publication),
+    Finished(Box<Publication>),
     /// Failed for a reason that may pass; worth another attempt.
     Failed(anyhow::Error),
+}
+
+/// How a job leaves the worker.
+enum Ending {
+    /// With its result (a label or a final refusal); its input has served.
+    Done { input_key: String },
+    /// Set aside in the dead-letter queue for an operator.
+    DeadLetter,
 }
 
 /// A receive started while the current job runs.
@@ -143,7 +154,7 @@ impl Worker {
             }
             match self.attempt(&message, &leases).await {
                 Attempt::Finished(publication) => {
-                    completed += publishing.start(publication).await;
+                    completed += publishing.start(*publication).await;
                 }
                 Attempt::Failed(error) if message.receive_count >= MAX_ATTEMPTS => {
                     let publication = self.give_up(&message, &leases, &error);
@@ -261,7 +272,12 @@ impl Worker {
                         format!("the job's request message could not be read: {e}"),
                     )
                 });
-                return Attempt::Finished(self.publication(message, leases, result, true));
+                return Attempt::Finished(Box::new(self.publication(
+                    message,
+                    leases,
+                    result,
+                    Ending::DeadLetter,
+                )));
             }
         };
         if message.receive_count > MAX_ATTEMPTS {
@@ -271,7 +287,7 @@ impl Worker {
                 "{} earlier attempts ended without a result",
                 message.receive_count - 1
             );
-            return Attempt::Finished(self.give_up(message, leases, &error));
+            return Attempt::Finished(Box::new(self.give_up(message, leases, &error)));
         }
         let input = match self.services.inputs.get(&request.input_key).await {
             Ok(input) => input,
@@ -304,7 +320,15 @@ impl Worker {
         };
         tracing::debug!(job = %request.job_id, ms = started.elapsed().as_secs_f64() * 1e3, "job computed");
         let json = serde_json::to_string(&result).expect("results serialise");
-        Attempt::Finished(self.publication(message, leases, Some((request.job_id, json)), false))
+        let ending = Ending::Done {
+            input_key: request.input_key,
+        };
+        Attempt::Finished(Box::new(self.publication(
+            message,
+            leases,
+            Some((request.job_id, json)),
+            ending,
+        )))
     }
 
     /// The end of a job that failed every attempt: a failed result for its
@@ -333,7 +357,7 @@ impl Worker {
                 ),
             )
         });
-        self.publication(message, leases, result, true)
+        self.publication(message, leases, result, Ending::DeadLetter)
     }
 
     /// A failed result for the job `(id, file name, submitted at)`.
@@ -365,14 +389,22 @@ impl Worker {
         message: &ReceivedMessage,
         leases: &Arc<Leases>,
         result: Option<(JobId, String)>,
-        dead_letter: bool,
+        ending: Ending,
     ) -> Publication {
+        let (dead_letter, input_key) = match ending {
+            Ending::Done { input_key } => {
+                (false, (!self.settings.keep_inputs).then_some(input_key))
+            }
+            // Its input stays for a redrive.
+            Ending::DeadLetter => (true, None),
+        };
         Publication {
             services: self.services.clone(),
             leases: Arc::clone(leases),
             message: message.clone(),
             result,
             dead_letter,
+            input_key,
         }
     }
 

@@ -25,6 +25,9 @@ pub(super) struct Publication {
     /// Also move the request to the dead-letter queue (the job was given
     /// up on, or its message could not be read).
     pub(super) dead_letter: bool,
+    /// The input to delete once the job is done (its result is the record
+    /// now); None keeps it (given-up jobs keep theirs for a redrive).
+    pub(super) input_key: Option<String>,
 }
 
 /// How a publication ended.
@@ -89,6 +92,11 @@ impl Publication {
         if let Err(e) = self.services.requests.delete(&self.message.receipt).await {
             // The result is stored; a redelivery finds it and only announces.
             tracing::warn!(error = %e, "could not delete a finished request");
+        }
+        if let Some(key) = &self.input_key {
+            if let Err(e) = self.services.inputs.delete(key).await {
+                tracing::warn!(error = %e, "could not delete a finished job's input; retention will");
+            }
         }
         Ok(Published::Done)
     }

@@ -149,6 +149,16 @@ impl ObjectStore for Broken {
         }
         self.inner.put_if_absent(key, bytes, content_type).await
     }
+    async fn writer(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn crate::store::ObjectWriter>, StoreError> {
+        if self.writes {
+            return Err(self.fail("put", key));
+        }
+        self.inner.writer(key, content_type).await
+    }
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         if self.reads {
             return Err(self.fail("get", key));

@@ -91,3 +91,41 @@ async fn put_if_absent_lets_the_first_writer_win() {
     assert_eq!(store.get("r.json").await.unwrap(), Some(first));
     provision::teardown(&clients, &config).await.unwrap();
 }
+
+/// Uploads stream to S3: past one part (5 MiB) as a multipart upload, so a
+/// 12 MB upload never sits whole in memory; an aborted one leaves nothing.
+#[tokio::test]
+async fn streamed_objects_go_up_in_parts_and_aborts_leave_nothing() {
+    let config = config(&unique_fleet("stream"));
+    let clients = clients(&config).await;
+    provision::setup(&clients, &config).await.unwrap();
+    let store = S3Store::open(clients.s3.clone(), &config.input_bucket)
+        .await
+        .unwrap();
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut writer = store.writer("big", "image/png").await.unwrap();
+    for _ in 0..192 {
+        writer.write(Bytes::from(chunk.clone())).await.unwrap();
+    }
+    assert!(
+        !store.exists("big").await.unwrap(),
+        "not visible before finish"
+    );
+    writer.finish().await.unwrap();
+    let stored = store.get("big").await.unwrap().unwrap();
+    assert_eq!(stored.len(), 192 * chunk.len());
+    assert!(stored.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
+
+    let mut small = store.writer("small", "image/png").await.unwrap();
+    small.write(Bytes::from_static(b"tiny")).await.unwrap();
+    small.finish().await.unwrap();
+    assert_eq!(store.get("small").await.unwrap().unwrap(), "tiny");
+
+    let mut aborted = store.writer("aborted", "image/png").await.unwrap();
+    for _ in 0..100 {
+        aborted.write(Bytes::from(chunk.clone())).await.unwrap();
+    }
+    aborted.abort().await;
+    assert!(!store.exists("aborted").await.unwrap());
+    provision::teardown(&clients, &config).await.unwrap();
+}

@@ -19,8 +19,9 @@ const LAYERS: &[&[&str]] = &[
     &["queue", "store", "fleet"],
     // A process's queues and buckets together.
     &["services"],
-    // The reconcile loop; the app-tier loop.
-    &["controller", "worker"],
+    // The reconcile loop; the app-tier loop; the embedded backend's
+    // janitor.
+    &["controller", "worker", "retention"],
     // The simulator (drives the controller's pure plan); the web tier
     // (shows the controller's status).
     &["simulate", "web"],

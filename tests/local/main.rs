@@ -8,5 +8,6 @@ mod support;
 mod architecture;
 mod cli;
 mod controller;
+mod front_door;
 mod lifecycle;
 mod pipeline;

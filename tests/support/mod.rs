@@ -46,6 +46,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Lines the process printed on stdout.
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Its log lines (stderr; its workers' too).
+    pub stderr: Arc<Mutex<Vec<String>>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -71,18 +73,32 @@ impl Server {
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start imagefleet");
         let stdout = collect_lines(child.stdout.take().unwrap());
+        let stderr = collect_lines(child.stderr.take().unwrap());
         let server = Server {
             child,
             addr,
             data_dir: data_dir.to_owned(),
             stdout,
+            stderr,
             _temp: None,
         };
         server.wait_healthy(Duration::from_secs(60));
         server
+    }
+
+    /// Log lines so far that contain `text`.
+    pub fn logged(&self, text: &str) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {

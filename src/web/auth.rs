@@ -1,0 +1,119 @@
+//! Bearer-token authentication for every route but `/healthz` (which load
+//! balancers and supervisors probe without credentials). Browsers, which
+//! cannot add a header to a plain form post, may send the same token as the
+//! `imagefleet_token` cookie.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+/// The cookie a browser may carry the token in.
+pub const TOKEN_COOKIE: &str = "imagefleet_token";
+
+/// Routes open without a token.
+const OPEN_PATHS: &[&str] = &["/healthz"];
+
+#[derive(Clone)]
+pub struct Token(pub std::sync::Arc<str>);
+
+pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
+    if OPEN_PATHS.contains(&request.uri().path()) || presented(request.headers(), &token) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this service needs a token: send `Authorization: Bearer TOKEN`",
+    )
+    .as_json(wants_json(request.headers()))
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"imagefleet\""),
+    );
+    response
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+fn presented(headers: &HeaderMap, token: &Token) -> bool {
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.strip_prefix("Bearer "))
+        .any(|given| same(given.trim(), &token.0));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == TOKEN_COOKIE && same(value, &token.0));
+    bearer || cookie
+}
+
+/// Compares in time independent of where the strings differ, so the
+/// token cannot be guessed byte by byte from response times.
+fn same(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    if given.len() != expected.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_token_counts_as_a_bearer_header_or_a_cookie_and_nothing_else() {
+        let token = Token("s3cret-token".into());
+        assert!(presented(
+            &headers(&[(header::AUTHORIZATION, "Bearer s3cret-token")]),
+            &token
+        ));
+        assert!(presented(
+            &headers(&[(header::COOKIE, "theme=dark; imagefleet_token=s3cret-token")]),
+            &token
+        ));
+        for wrong in [
+            "Bearer s3cret-tokeN",
+            "Bearer s3cret-token2",
+            "Basic s3cret-token",
+            "s3cret-token",
+            "Bearer ",
+        ] {
+            assert!(
+                !presented(&headers(&[(header::AUTHORIZATION, wrong)]), &token),
+                "{wrong}"
+            );
+        }
+        assert!(!presented(
+            &headers(&[(header::COOKIE, "token=s3cret-token")]),
+            &token
+        ));
+        assert!(!presented(&HeaderMap::new(), &token));
+    }
+}
