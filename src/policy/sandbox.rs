@@ -330,6 +330,79 @@ mod tests {
         }
     }
 
+    /// The table of limits in policies/README.md, row by row.
+    #[test]
+    fn every_documented_limit_gives_its_documented_error() {
+        let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+        let rows = [
+            (
+                "fn f(n) { f(n + 1) } f(0)",
+                PolicyErrorKind::Runtime,
+                "Stack overflow",
+            ),
+            (
+                &deep,
+                PolicyErrorKind::Compile,
+                "Expression exceeds maximum complexity",
+            ),
+            (
+                "let s = \"x\"; for i in 0..20 { s += s; } 0",
+                PolicyErrorKind::Runtime,
+                "Length of string too large",
+            ),
+            (
+                "let a = []; for i in 0..1001 { a.push(i); } 0",
+                PolicyErrorKind::Runtime,
+                "Size of array/BLOB too large",
+            ),
+            (
+                "let m = #{}; for i in 0..1001 { m[`k${i}`] = i; } m.len()",
+                PolicyErrorKind::Runtime,
+                "Size of object map too large",
+            ),
+            (
+                "loop {}",
+                PolicyErrorKind::OperationLimit,
+                "Too many operations",
+            ),
+        ];
+        let readme = include_str!("../../policies/README.md");
+        for (script, kind, message) in rows {
+            let err = Policy::compile(script)
+                .and_then(|p| p.decide(&observation()))
+                .unwrap_err();
+            assert_eq!(
+                (err.kind, err.message.as_str()),
+                (kind, message),
+                "{script}"
+            );
+            assert!(
+                readme.contains(message),
+                "policies/README.md lacks {message:?}"
+            );
+        }
+        let limits = [
+            MAX_CALL_LEVELS,
+            MAX_EXPR_DEPTH,
+            MAX_STRING_SIZE,
+            MAX_ARRAY_SIZE,
+            MAX_MAP_SIZE,
+        ];
+        for limit in limits {
+            let shown = limit.to_string();
+            let thousands = if limit >= 1000 {
+                format!("{},{:03}", limit / 1000, limit % 1000)
+            } else {
+                shown.clone()
+            };
+            assert!(
+                readme.contains(&format!("| {thousands}"))
+                    || readme.contains(&format!("| {shown}")),
+                "policies/README.md does not show the limit {limit}"
+            );
+        }
+    }
+
     #[test]
     fn each_evaluation_has_its_own_deadline_and_log_lines() {
         with_deadline(Duration::from_secs(60), || {

@@ -9,3 +9,4 @@ mod architecture;
 mod cli;
 mod controller;
 mod pipeline;
+mod sandbox;
