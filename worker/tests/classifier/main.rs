@@ -6,6 +6,7 @@
 //!   errors.
 //! - `kernels`: the fast kernels give tract's answers.
 
+mod decoding;
 mod kernels;
 mod samples;
 
