@@ -4,6 +4,8 @@
 //! modules, no file, network or process access, bounded operations, sizes
 //! and wall-clock time.
 
+#[cfg(test)]
+mod fuzz;
 mod observation;
 pub mod sandbox;
 mod source;
