@@ -195,7 +195,7 @@ impl Policy {
 }
 
 fn describe(duration: Duration) -> String {
-    if duration.subsec_nanos() % 1_000_000 == 0 {
+    if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{} ms", duration.as_millis())
     } else {
         format!("{duration:?}")

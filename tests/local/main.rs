@@ -8,5 +8,6 @@ mod support;
 mod architecture;
 mod cli;
 mod controller;
+mod decode_limits;
 mod pipeline;
 mod sandbox;

@@ -7,6 +7,7 @@
 //! - `kernels`: the fast kernels give tract's answers.
 
 mod decoding;
+mod fuzz;
 mod kernels;
 mod samples;
 
