@@ -202,3 +202,34 @@ fn big_baseline_jpegs_are_budgeted_at_their_reduced_scale() {
     let image = decode_rgb_within(&jpeg, limits(4_000_000), Some(256)).unwrap();
     assert!(image.width().min(image.height()) >= 256);
 }
+
+/// `png` with an eXIf chunk (EXIF orientation `orientation`) after IHDR.
+fn with_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
+    // Big-endian TIFF header, one IFD entry: tag 0x0112 (orientation),
+    // type SHORT, count 1, the value left-aligned in its 4 bytes.
+    let mut exif = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
+    exif.extend_from_slice(&orientation.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut chunk = b"eXIf".to_vec();
+    chunk.extend_from_slice(&exif);
+    // Signature (8) + IHDR (4 length + 4 type + 13 data + 4 CRC).
+    let after_ihdr = 8 + 25;
+    let mut out = png[..after_ihdr].to_vec();
+    out.extend_from_slice(&(exif.len() as u32).to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&super::samples::crc32(&chunk).to_be_bytes());
+    out.extend_from_slice(&png[after_ihdr..]);
+    out
+}
+
+#[test]
+fn exif_rotation_is_applied_after_the_conversion_to_rgb() {
+    // 8-bit RGBA and 16-bit gray: converted first, then turned.
+    for name in ["rgba.png", "gray16.png"] {
+        let png = fixture(name);
+        let upright = decode(&png, Some(256)).unwrap();
+        let turned = decode(&with_exif_orientation(&png, 6), Some(256)).unwrap();
+        assert_eq!(turned.dimensions(), (150, 200), "{name}");
+        assert_eq!(turned, image::imageops::rotate90(&upright), "{name}");
+    }
+}
