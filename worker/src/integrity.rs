@@ -42,10 +42,13 @@ pub fn jpeg_layout(bytes: &[u8]) -> Result<JpegLayout, String> {
     let mut scans = 0usize;
     let mut at = 2usize;
     loop {
-        // A marker: 0xFF, optional fill bytes 0xFF, then the code.
-        if *bytes.get(at).ok_or(TRUNCATED)? != 0xFF {
-            return Err(format!("corrupt JPEG: expected a marker at byte {at}"));
-        }
+        // A marker: 0xFF, optional fill bytes 0xFF, then the code. Stray
+        // bytes before it are skipped, as libjpeg does (with a warning):
+        // some encoders leave padding between segments.
+        at += bytes
+            .get(at..)
+            .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
+            .ok_or(TRUNCATED)?;
         while *bytes.get(at).ok_or(TRUNCATED)? == 0xFF {
             at += 1;
         }
@@ -172,7 +175,11 @@ mod tests {
         for cut in 0..jpeg.len() {
             assert!(jpeg_layout(&jpeg[..cut]).is_err(), "prefix of {cut} bytes");
         }
-        // Bytes after EOI are ignored.
+        // Padding between segments is skipped; bytes after EOI are ignored.
+        let mut padded = jpeg[..2].to_vec();
+        padded.extend_from_slice(&[0, 0]);
+        padded.extend_from_slice(&jpeg[2..]);
+        assert!(jpeg_layout(&padded).is_ok());
         let mut trailing = jpeg.clone();
         trailing.extend_from_slice(b"trailing data a camera added");
         assert!(jpeg_layout(&trailing).is_ok());
