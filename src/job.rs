@@ -154,7 +154,9 @@ impl From<&ClassifyError> for FailureKind {
         match error {
             ClassifyError::Empty => FailureKind::Empty,
             ClassifyError::UnsupportedFormat => FailureKind::UnsupportedFormat,
-            ClassifyError::TooManyPixels { .. } => FailureKind::TooManyPixels,
+            ClassifyError::TooManyPixels { .. } | ClassifyError::TooMuchMemory { .. } => {
+                FailureKind::TooManyPixels
+            }
             ClassifyError::Undecodable(_) => FailureKind::Undecodable,
             ClassifyError::Inference(_) => FailureKind::Inference,
         }

@@ -16,7 +16,7 @@ use crate::aws::{AwsClients, AwsConfig};
 use crate::controller::{Controller, ControllerSettings, Limits};
 use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
 use crate::paths::{absolute, default_model_manifest, default_policy, DEFAULT_DATA_DIR};
-use crate::policy::PolicySource;
+use crate::policy::{PolicyLimits, PolicySource};
 use crate::queue::Queue;
 use crate::services::{LocalLayout, Services};
 use crate::web::{ConnectionLimits, WebSettings};
@@ -74,11 +74,27 @@ pub struct PolicyArgs {
     /// The scaling policy script (default: policies/scale.rhai).
     #[arg(long, env = "IMAGEFLEET_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Wall-clock milliseconds one policy decision may take; a slower one
+    /// is a policy error and the last good policy decides.
+    #[arg(long, env = "IMAGEFLEET_POLICY_DEADLINE_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub policy_deadline_ms: u64,
 }
 
 impl PolicyArgs {
     pub fn path(&self) -> PathBuf {
         self.policy.clone().unwrap_or_else(default_policy)
+    }
+
+    pub fn limits(&self) -> PolicyLimits {
+        PolicyLimits {
+            deadline: Duration::from_millis(self.policy_deadline_ms),
+            ..PolicyLimits::default()
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<PolicySource> {
+        PolicySource::open_with(&self.path(), self.limits())
     }
 }
 
@@ -133,7 +149,7 @@ impl ControllerOptions {
         fleet: Arc<dyn Fleet>,
         default_max: u32,
     ) -> anyhow::Result<Controller> {
-        let policy = PolicySource::open(&self.policy.path())?;
+        let policy = self.policy.open()?;
         let settings = ControllerSettings {
             interval: Duration::from_millis(self.interval_ms),
             limits: self.limits.limits(default_max)?,

@@ -6,7 +6,6 @@ use super::args::{LimitArgs, PolicyArgs};
 use crate::controller::plan::{observe, plan};
 use crate::controller::DEFAULT_MAX_INSTANCES;
 use crate::fleet::{Instance, InstanceState};
-use crate::policy::PolicySource;
 use crate::queue::QueueDepth;
 
 #[derive(Debug, Args)]
@@ -38,7 +37,7 @@ pub struct PlanArgs {
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let limits = args.limits.limits(DEFAULT_MAX_INSTANCES)?;
-    let mut policy = PolicySource::open(&args.policy.path())?;
+    let mut policy = args.policy.open()?;
     let busy = args.in_flight.min(u64::from(args.running)) as u32;
     let idle = args.idle.unwrap_or(args.running - busy).min(args.running);
     // Hypothetical instances: named by state, idle ones first.

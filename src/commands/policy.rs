@@ -2,30 +2,48 @@
 //! representative states, so runtime errors show up before deployment too.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::policy::{Observation, Policy};
+use crate::policy::{Observation, Policy, PolicyLimits};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Compile a policy and try it on sample states; prints `ok` or the
-    /// errors with line and column (exit status 1).
-    Check { file: PathBuf },
+    /// Compile a policy and try it on sample states, under the limits the
+    /// controller applies; prints `ok` or the errors with line and column
+    /// (exit status 1).
+    Check {
+        file: PathBuf,
+        /// The controller's `--policy-deadline-ms`: wall-clock milliseconds
+        /// one decision may take.
+        #[arg(long, env = "IMAGEFLEET_POLICY_DEADLINE_MS", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        policy_deadline_ms: u64,
+    },
 }
 
 /// Returns false (exit status 1) when the policy has errors.
 pub fn run(command: PolicyCommand) -> anyhow::Result<bool> {
     match command {
-        PolicyCommand::Check { file } => check(&file),
+        PolicyCommand::Check {
+            file,
+            policy_deadline_ms,
+        } => check(
+            &file,
+            PolicyLimits {
+                deadline: Duration::from_millis(policy_deadline_ms),
+                ..PolicyLimits::default()
+            },
+        ),
     }
 }
 
 /// Returns false (exit status 1) when the policy has errors.
-pub fn check(file: &Path) -> anyhow::Result<bool> {
+pub fn check(file: &Path, limits: PolicyLimits) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let policy = match Policy::compile(&text) {
+    let policy = match Policy::compile_with(&text, limits) {
         Ok(policy) => policy,
         Err(e) => {
             eprintln!("{}: {e}", file.display());

@@ -28,8 +28,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let policy_path = args.policy.path();
     let script = std::fs::read_to_string(&policy_path)
         .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", policy_path.display()))?;
-    let policy =
-        Policy::compile(&script).map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
+    let policy = Policy::compile_with(&script, args.policy.limits())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
     let trace = Trace::load(&args.trace)?;
     let limits = args.limits.limits(DEFAULT_MAX_INSTANCES)?;
     let summary = simulate(&trace, &policy, limits)

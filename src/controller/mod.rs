@@ -4,8 +4,10 @@
 
 pub mod plan;
 mod status;
+#[cfg(test)]
+mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -42,7 +44,8 @@ impl Default for ControllerSettings {
 pub struct Controller {
     queue: Arc<dyn Queue>,
     fleet: Arc<dyn Fleet>,
-    policy: PolicySource,
+    /// Shared with the blocking thread that evaluates it.
+    policy: Arc<Mutex<PolicySource>>,
     settings: ControllerSettings,
     status: SharedStatus,
     last_scale: Option<Instant>,
@@ -59,7 +62,7 @@ impl Controller {
         Controller {
             queue,
             fleet,
-            policy,
+            policy: Arc::new(Mutex::new(policy)),
             settings,
             status,
             last_scale: None,
@@ -73,7 +76,6 @@ impl Controller {
 
     /// One reconcile step: observe, decide, plan, then apply or print.
     pub async fn tick(&mut self) -> anyhow::Result<Plan> {
-        self.policy.refresh();
         let depth = self.queue.depth().await.context("observing the queue")?;
         let instances = self.fleet.list().await.context("observing the fleet")?;
         let now = SystemTime::now()
@@ -87,7 +89,20 @@ impl Controller {
             since_last_scale,
             now,
         );
-        let decision = self.policy.decide(&observation);
+        // Reading the file and running the script block for up to the
+        // policy's deadline (a few times over when versions fail): on the
+        // async runtime that stalled every task on this worker thread,
+        // `/healthz` included.
+        let policy = Arc::clone(&self.policy);
+        let observed = observation.clone();
+        let (decision, policy_status) = tokio::task::spawn_blocking(move || {
+            let mut policy = policy.lock().unwrap_or_else(PoisonError::into_inner);
+            policy.refresh();
+            let decision = policy.decide(&observed);
+            (decision, policy.status())
+        })
+        .await
+        .context("evaluating the policy")?;
         let plan = plan::plan(decision, observation, &instances, self.settings.limits);
 
         if self.settings.dry_run {
@@ -96,7 +111,7 @@ impl Controller {
         } else {
             self.apply(&plan).await?;
         }
-        self.status.record(&plan, instances, self.policy.status());
+        self.status.record(&plan, instances, policy_status);
         Ok(plan)
     }
 

@@ -1,24 +1,29 @@
 //! The scaling policy: a Rhai script that reads the observed state and
 //! returns how many instances it wants. Pure: no clock, no I/O; the caller
-//! passes everything in. The script gets no file, network or process access
-//! (Rhai has none unless the host registers it, and we register none) and a
-//! bounded number of operations.
+//! passes everything in. The script runs sandboxed (see [`sandbox`]): no
+//! modules, no file, network or process access, bounded operations, sizes
+//! and wall-clock time.
 
+#[cfg(test)]
+mod fuzz;
 mod observation;
+pub mod sandbox;
 mod source;
 
-use rhai::{Dynamic, Engine, EvalAltResult, Map, ParseError, Position, Scope, AST};
+use std::time::Duration;
+
+use rhai::{
+    Dynamic, Engine, EvalAltResult, LexError, Map, ParseError, ParseErrorType, Position, Scope, AST,
+};
 use serde::Serialize;
 
 pub use observation::Observation;
+pub use sandbox::{PolicyLimits, DEFAULT_DEADLINE, MAX_OPERATIONS};
 pub use source::{PolicySource, PolicyStatus};
 
 /// The policy shipped in policies/scale.rhai, built in so a broken or
 /// missing file never leaves the fleet without a policy.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/scale.rhai");
-
-/// Operations one decision may take; an endless loop stops here.
-pub const MAX_OPERATIONS: u64 = 100_000;
 
 /// The most instances a script may ask for; anything above is nonsense,
 /// not a count (the configured cap still clamps sane values).
@@ -46,6 +51,8 @@ pub enum PolicyErrorKind {
     Compile,
     Runtime,
     OperationLimit,
+    /// The decision took longer than the wall-clock deadline.
+    Deadline,
     BadResult,
 }
 
@@ -55,6 +62,7 @@ impl std::fmt::Display for PolicyErrorKind {
             PolicyErrorKind::Compile => "compile",
             PolicyErrorKind::Runtime => "runtime",
             PolicyErrorKind::OperationLimit => "operation limit",
+            PolicyErrorKind::Deadline => "deadline",
             PolicyErrorKind::BadResult => "result",
         })
     }
@@ -85,14 +93,35 @@ impl PolicyError {
 
 impl From<ParseError> for PolicyError {
     fn from(e: ParseError) -> Self {
-        PolicyError::at(PolicyErrorKind::Compile, e.0.to_string(), e.1)
+        // Rhai's own words for a banned keyword ("'import' is a reserved
+        // keyword") read as if the script had a typo.
+        let banned = match &*e.0 {
+            ParseErrorType::Reserved(word) => Some(word.as_str()),
+            ParseErrorType::BadInput(LexError::ImproperSymbol(word, _)) => Some(word.as_str()),
+            _ => None,
+        };
+        let message = match banned {
+            Some("import") => {
+                "`import` is not allowed: a policy cannot load modules or other files".into()
+            }
+            Some("eval") => {
+                "`eval` is not allowed: a policy cannot compile code at run time".into()
+            }
+            _ => e.0.to_string(),
+        };
+        PolicyError::at(PolicyErrorKind::Compile, message, e.1)
     }
 }
 
 impl From<Box<EvalAltResult>> for PolicyError {
     fn from(e: Box<EvalAltResult>) -> Self {
-        let kind = match *e {
+        let kind = match &*e {
             EvalAltResult::ErrorTooManyOperations(_) => PolicyErrorKind::OperationLimit,
+            EvalAltResult::ErrorTerminated(token, _)
+                if token.clone().into_string().ok().as_deref() == Some(sandbox::DEADLINE_TOKEN) =>
+            {
+                PolicyErrorKind::Deadline
+            }
             _ => PolicyErrorKind::Runtime,
         };
         let position = e.position();
@@ -109,6 +138,7 @@ impl From<Box<EvalAltResult>> for PolicyError {
 pub struct Policy {
     engine: Engine,
     ast: AST,
+    limits: PolicyLimits,
 }
 
 impl std::fmt::Debug for Policy {
@@ -117,26 +147,24 @@ impl std::fmt::Debug for Policy {
     }
 }
 
-fn sandboxed_engine() -> Engine {
-    let mut engine = Engine::new();
-    engine.set_max_operations(MAX_OPERATIONS);
-    engine.set_max_call_levels(32);
-    engine.set_max_expr_depths(64, 32);
-    engine.set_max_string_size(4096);
-    engine.set_max_array_size(10_000);
-    engine.set_max_map_size(1_000);
-    // `eval` would let a script compile code the checks never saw.
-    engine.disable_symbol("eval");
-    engine.on_print(|text| tracing::info!(target: "policy", "{text}"));
-    engine.on_debug(|text, _, position| tracing::debug!(target: "policy", %position, "{text}"));
-    engine
-}
-
 impl Policy {
+    /// Compiles `script` under the default limits.
     pub fn compile(script: &str) -> Result<Policy, PolicyError> {
-        let engine = sandboxed_engine();
+        Policy::compile_with(script, PolicyLimits::default())
+    }
+
+    pub fn compile_with(script: &str, limits: PolicyLimits) -> Result<Policy, PolicyError> {
+        let engine = sandbox::engine(limits);
         let ast = engine.compile(script)?;
-        Ok(Policy { engine, ast })
+        Ok(Policy {
+            engine,
+            ast,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> PolicyLimits {
+        self.limits
     }
 
     /// The built-in default (policies/scale.rhai as shipped).
@@ -144,12 +172,33 @@ impl Policy {
         Policy::compile(DEFAULT_POLICY).expect("the shipped default policy compiles")
     }
 
-    /// Runs the script on one observation.
+    /// Runs the script on one observation, within the limits. Blocks for
+    /// up to the deadline: call it off the async runtime.
     pub fn decide(&self, observation: &Observation) -> Result<Decision, PolicyError> {
         let mut scope = Scope::new();
         observation.fill_scope(&mut scope);
-        let value: Dynamic = self.engine.eval_ast_with_scope(&mut scope, &self.ast)?;
+        let value: Dynamic = sandbox::with_deadline(self.limits.deadline, || {
+            self.engine.eval_ast_with_scope(&mut scope, &self.ast)
+        })
+        .map_err(|e| {
+            let mut error = PolicyError::from(e);
+            if error.kind == PolicyErrorKind::Deadline {
+                error.message = format!(
+                    "the decision took longer than the deadline of {}",
+                    describe(self.limits.deadline)
+                );
+            }
+            error
+        })?;
         interpret_result(value)
+    }
+}
+
+fn describe(duration: Duration) -> String {
+    if duration.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{duration:?}")
     }
 }
 

@@ -31,7 +31,10 @@ const NEVER_SECS: f64 = 1e9;
 
 impl Observation {
     pub fn backlog(&self) -> u64 {
-        self.visible + self.in_flight
+        // Saturating: counts come from outside (SQS reports approximate
+        // depths), and an overflow here panicked the controller (found by
+        // policy::fuzz).
+        self.visible.saturating_add(self.in_flight)
     }
 
     pub(super) fn fill_scope(&self, scope: &mut Scope) {
@@ -47,7 +50,7 @@ impl Observation {
         instances.insert("idle".into(), INT::from(self.idle).into());
         instances.insert(
             "active".into(),
-            INT::from(self.running + self.pending).into(),
+            INT::from(self.running.saturating_add(self.pending)).into(),
         );
         let mut limits = Map::new();
         limits.insert("min".into(), INT::from(self.min).into());

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Decision, Observation, Policy, PolicyError, PolicyErrorKind};
+use super::{Decision, Observation, Policy, PolicyError, PolicyErrorKind, PolicyLimits};
 
 pub struct PolicySource {
     path: PathBuf,
+    /// Every version, and the built-in fallback, runs under these.
+    limits: PolicyLimits,
     /// The file's text as last read, to notice edits.
     text: String,
     /// The newest version that compiled.
@@ -40,18 +42,27 @@ impl PolicySource {
     /// Loads the policy; a file that does not compile is refused here, so a
     /// typo is found when the service starts, not later.
     pub fn open(path: &Path) -> anyhow::Result<PolicySource> {
+        PolicySource::open_with(path, PolicyLimits::default())
+    }
+
+    /// [`PolicySource::open`] with other limits (`--policy-deadline-ms`).
+    pub fn open_with(path: &Path, limits: PolicyLimits) -> anyhow::Result<PolicySource> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
         let policy = Arc::new(
-            Policy::compile(&text)
+            Policy::compile_with(&text, limits)
                 .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?,
         );
         Ok(PolicySource {
             path: path.to_owned(),
+            limits,
             text,
             newest: Arc::clone(&policy),
             last_good: policy,
-            builtin: Arc::new(Policy::builtin()),
+            builtin: Arc::new(
+                Policy::compile_with(super::DEFAULT_POLICY, limits)
+                    .expect("the shipped default policy compiles"),
+            ),
             error: None,
             reloads: 0,
         })
@@ -80,7 +91,7 @@ impl PolicySource {
         }
         self.text = text;
         self.reloads += 1;
-        match Policy::compile(&self.text) {
+        match Policy::compile_with(&self.text, self.limits) {
             Ok(policy) => {
                 tracing::info!(path = %self.path.display(), "policy reloaded");
                 self.newest = Arc::new(policy);
@@ -99,7 +110,9 @@ impl PolicySource {
     }
 
     /// The newest policy's decision, or the last good one's when the newest
-    /// fails on this observation.
+    /// fails on this observation. Each evaluation may take up to the
+    /// deadline (three when the newest and the last good version both
+    /// fail): call it off the async runtime.
     pub fn decide(&mut self, observation: &Observation) -> Decision {
         match self.newest.decide(observation) {
             Ok(decision) => {
@@ -222,6 +235,46 @@ mod tests {
         // The file's policy decides again where it can.
         assert_eq!(source.decide(&backlog(9)).desired, 9);
         assert!(source.status().error.is_none());
+    }
+
+    #[test]
+    fn a_version_past_its_deadline_leaves_the_last_good_one_in_charge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scale.rhai");
+        std::fs::write(&path, "(queue.backlog + 4) / 5").unwrap();
+        let limits = PolicyLimits {
+            deadline: std::time::Duration::from_millis(20),
+            ..PolicyLimits::default()
+        };
+        let mut source = PolicySource::open_with(&path, limits).unwrap();
+        assert_eq!(source.decide(&backlog(35)).desired, 7);
+        // Slow in time, not in operations: each `contains` is one operation.
+        std::fs::write(
+            &path,
+            "let a = []; for i in 0..1000 { a.push(i); }
+             for i in 0..20000 { if a.contains(-1) { return 1; } }
+             2",
+        )
+        .unwrap();
+        source.refresh();
+        let started = std::time::Instant::now();
+        let decision = source.decide(&backlog(35));
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        assert_eq!(decision.desired, 7);
+        assert!(
+            decision.reason.starts_with("last good policy"),
+            "{decision:?}"
+        );
+        let error = source.status().error.unwrap();
+        assert_eq!(error.kind, PolicyErrorKind::Deadline);
+        assert!(
+            source
+                .status()
+                .error_text
+                .unwrap()
+                .starts_with("deadline error"),
+            "{error}"
+        );
     }
 
     #[test]

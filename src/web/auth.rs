@@ -13,6 +13,10 @@ use super::error::ApiError;
 /// The cookie a browser may carry the token in.
 pub const TOKEN_COOKIE: &str = "imagefleet_token";
 
+/// How much of a refused request's body is read before the answer.
+const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Routes open without a token.
 const OPEN_PATHS: &[&str] = &["/healthz"];
 
@@ -23,12 +27,17 @@ pub async fn require_token(State(token): State<Token>, request: Request, next: N
     if OPEN_PATHS.contains(&request.uri().path()) || presented(request.headers(), &token) {
         return next.run(request).await;
     }
+    let json = wants_json(request.headers());
+    // Read (and drop) a small body first: a client still sending it would
+    // otherwise see the connection break instead of this answer.
+    let body = request.into_body();
+    let _ = tokio::time::timeout(DRAIN_TIME, axum::body::to_bytes(body, DRAIN_BYTES)).await;
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "this service needs a token: send `Authorization: Bearer TOKEN`",
     )
-    .as_json(wants_json(request.headers()))
+    .as_json(json)
     .into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,

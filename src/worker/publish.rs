@@ -61,21 +61,36 @@ impl Publication {
         outcome
     }
 
-    async fn try_publish(&self) -> anyhow::Result<Published> {
-        if !self
+    /// Whether this worker still holds the job; logs when it does not.
+    async fn still_ours(&self) -> anyhow::Result<bool> {
+        let ours = self
             .leases
             .confirm(&self.message.receipt)
             .await
-            .context("confirming the lease")?
-        {
+            .context("confirming the lease")?;
+        if !ours {
             tracing::warn!(
                 job = ?self.result.as_ref().map(|(id, _)| id),
                 "lease lost while working on the job; another worker has it, nothing published"
             );
+        }
+        Ok(ours)
+    }
+
+    async fn try_publish(&self) -> anyhow::Result<Published> {
+        if !self.still_ours().await? {
             return Ok(Published::LeaseLost);
         }
         if let Some((job_id, json)) = &self.result {
-            let announcement = self.store_once(*job_id, json).await?;
+            let (announcement, created) = self.store_once(*job_id, json).await?;
+            // A result already stored is announced again only by a worker
+            // that still holds the job (the one before it died between
+            // storing and announcing); one that stalled between its lease
+            // check and the store must not announce what another worker
+            // stored and announced.
+            if !created && !self.still_ours().await? {
+                return Ok(Published::LeaseLost);
+            }
             self.services
                 .results
                 .send(&announcement)
@@ -104,7 +119,7 @@ impl Publication {
     /// Stores the result unless one is stored already, and returns the one
     /// that is: a worker that redoes a job (its first worker died after
     /// storing) announces the first result, never a second, different one.
-    async fn store_once(&self, job_id: JobId, json: &str) -> anyhow::Result<String> {
+    async fn store_once(&self, job_id: JobId, json: &str) -> anyhow::Result<(String, bool)> {
         let key = job_id.output_key();
         let outputs = &self.services.outputs;
         let created = outputs
@@ -112,7 +127,7 @@ impl Publication {
             .await
             .with_context(|| format!("storing result of job {job_id}"))?;
         if created {
-            return Ok(json.to_owned());
+            return Ok((json.to_owned(), true));
         }
         tracing::info!(job = %job_id, "result already stored by an earlier attempt; announcing that one");
         let stored = outputs
@@ -120,8 +135,9 @@ impl Publication {
             .await
             .with_context(|| format!("reading the stored result of job {job_id}"))?
             .with_context(|| format!("the stored result of job {job_id} vanished"))?;
-        String::from_utf8(stored.to_vec())
-            .with_context(|| format!("the stored result of job {job_id} is not UTF-8"))
+        let stored = String::from_utf8(stored.to_vec())
+            .with_context(|| format!("the stored result of job {job_id} is not UTF-8"))?;
+        Ok((stored, false))
     }
 }
 

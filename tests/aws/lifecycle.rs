@@ -94,7 +94,20 @@ fn failures_are_answers_and_dead_letters_can_be_redriven_on_aws() {
     let services = runtime
         .block_on(Services::aws(&moto.clients, &moto.config))
         .unwrap();
-    let mut worker = Process::start(&["worker", "--backend", "aws", "--fleet", &moto.name], &[]);
+    let parent = std::process::id().to_string();
+    // --parent-pid: gone with this test process, even if it panics.
+    let mut worker = Process::start(
+        &[
+            "worker",
+            "--backend",
+            "aws",
+            "--fleet",
+            &moto.name,
+            "--parent-pid",
+            &parent,
+        ],
+        &[],
+    );
 
     // The input is gone: a failure the client sees, at once.
     let gone = JobId::new();

@@ -159,6 +159,8 @@ fn workers_die_with_their_controller_and_leftovers_are_adopted() {
     let mut leftover = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
         .args(["worker", "--instance-id", "w-leftover", "--data-dir"])
         .arg(&data_dir)
+        // Gone with this test process, even if it panics.
+        .args(["--parent-pid", &std::process::id().to_string()])
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .spawn()

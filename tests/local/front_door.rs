@@ -262,5 +262,7 @@ fn a_client_that_leaves_mid_upload_is_logged_as_such() {
         .collect();
     assert!(alarms.is_empty(), "logged as a server problem: {alarms:?}");
     let tmp = server.data_dir.join("buckets/input/.tmp");
-    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+    wait_for("the partial upload removed", Duration::from_secs(5), || {
+        (std::fs::read_dir(&tmp).unwrap().count() == 0).then_some(())
+    });
 }

@@ -94,9 +94,39 @@ fn stored_results(data_dir: &Path) -> Vec<JobResult> {
 
 /// `imagefleet worker` on `data_dir`, as a process of its own.
 fn start_worker(data_dir: &Path, extra: &[&str]) -> Process {
-    let mut args = vec!["worker", "--data-dir", data_dir.to_str().unwrap()];
+    let parent = std::process::id().to_string();
+    // --parent-pid: gone with this test process, even if it panics.
+    let mut args = vec![
+        "worker",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--parent-pid",
+        &parent,
+    ];
     args.extend_from_slice(extra);
     Process::start(&args, &[])
+}
+
+/// SIGSTOP, and wait until the process has really stopped (the signal is
+/// delivered asynchronously).
+fn pause(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    wait_for("the process to stop", Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        (state == 'T').then_some(())
+    });
+}
+
+/// Whether another process could write the queue file now (nobody holds
+/// its write lock).
+fn queue_writable(data_dir: &Path) -> bool {
+    let path = imagefleet::services::LocalLayout::new(data_dir).queue_file();
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection.busy_timeout(Duration::from_millis(50)).unwrap();
+    connection
+        .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .is_ok()
 }
 
 /// A PNG that takes a worker tens of milliseconds to decode: noise does not
@@ -310,20 +340,30 @@ fn a_stalled_worker_that_lost_its_lease_publishes_nothing() {
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
     let services = Services::local(&data_dir).unwrap();
-    let ids = queue_jobs(&services, &slow_png(2000), 12);
+    // Each job takes a few hundred ms to decode, so the pause below lands
+    // in the middle of the first one, far from any queue transaction.
+    let ids = queue_jobs(&services, &slow_png(3500), 8);
 
     let mut stalled = start_worker(&data_dir, &["--lease-secs", "3"]);
     let pid = stalled.child.id();
     // Pause it while it holds jobs, in the middle of decoding one: a
     // process frozen inside a queue transaction (microseconds long) would
     // block the local queue file for everyone until it resumes.
-    wait_for(
-        "the first worker to take jobs",
-        Duration::from_secs(60),
-        || (depth(&services).0.in_flight > 0).then_some(()),
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while depth(&services).0.in_flight == 0 {
+        assert!(Instant::now() < deadline, "the first worker took no job");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     std::thread::sleep(Duration::from_millis(40));
-    signal(pid, libc::SIGSTOP);
+    pause(pid);
+    // Frozen inside a queue transaction (it fsyncs, so under disk load that
+    // is not so rare), it would block everyone; that is SQLite's nature and
+    // not what this test is about: let it on a little and pause it again.
+    while !queue_writable(&data_dir) {
+        signal(pid, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(3));
+        pause(pid);
+    }
     let held = depth(&services).0.in_flight;
     assert!(held > 0, "the paused worker holds no job");
 
@@ -429,8 +469,14 @@ fn sigterm_answers_open_requests_then_stops_everything() {
     let worker = wait_for("a running worker", Duration::from_secs(60), || {
         worker_pids(&data_dir, Some(InstanceState::Running)).pop()
     });
-    // Hold the worker so the request is surely still open at SIGTERM.
-    signal(worker, libc::SIGSTOP);
+    // Hold the worker so the request is surely still open at SIGTERM (and
+    // not inside a queue transaction, which would hold up the web tier).
+    pause(worker);
+    while !queue_writable(&data_dir) {
+        signal(worker, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(3));
+        pause(worker);
+    }
     let url = server.url("/");
     let client = std::thread::spawn(move || {
         let client = reqwest::blocking::Client::new();

@@ -8,6 +8,8 @@ mod support;
 mod architecture;
 mod cli;
 mod controller;
+mod decode_limits;
 mod front_door;
 mod lifecycle;
 mod pipeline;
+mod sandbox;

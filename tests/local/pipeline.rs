@@ -32,16 +32,33 @@ fn hundred_concurrent_uploads_all_get_labels() {
     );
     upload_concurrently(&server.url("/"), 100, Duration::from_secs(120));
 
-    assert_eq!(bucket_keys(&server.data_dir, "input").len(), 100);
     assert_eq!(bucket_keys(&server.data_dir, "output").len(), 100);
     let services = Services::local(&server.data_dir).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (requests, results, dead) = runtime.block_on(async {
-        (
-            services.requests.depth().await.unwrap(),
-            services.results.depth().await.unwrap(),
-            services.dead_letters.depth().await.unwrap(),
-        )
+    let depths = || {
+        runtime.block_on(async {
+            (
+                services.requests.depth().await.unwrap(),
+                services.results.depth().await.unwrap(),
+                services.dead_letters.depth().await.unwrap(),
+            )
+        })
+    };
+    // A worker deletes the request and then the input just after the
+    // answer goes out.
+    let (requests, results, dead) = wait_for(
+        "the last requests and result messages deleted",
+        Duration::from_secs(10),
+        || {
+            let depths = depths();
+            let empty = QueueDepth::default();
+            (depths.0 == empty && depths.1 == empty).then_some(depths)
+        },
+    );
+    wait_for("every input deleted", Duration::from_secs(10), || {
+        bucket_keys(&server.data_dir, "input")
+            .is_empty()
+            .then_some(())
     });
     assert_eq!(requests, QueueDepth::default());
     assert_eq!(results, QueueDepth::default());
@@ -248,7 +265,10 @@ fn oversized_upload_status(server: &Server, size: usize) -> u16 {
     let mut writer = stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         let _ = writer.write_all(request.as_bytes());
-        let _ = writer.write_all(&vec![0x89; size]);
+        // A PNG's signature, so the size is what is refused.
+        let mut body = vec![0x89; size];
+        body[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
+        let _ = writer.write_all(&body);
         let _ = writer.write_all(tail.as_bytes());
     });
     let mut response = Vec::new();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
-use crate::decode::{decode_rgb_at_least, DEFAULT_MAX_PIXELS};
+use crate::decode::{decode_rgb_within, DecodeLimits};
 use crate::error::{ClassifyError, ModelError};
 use crate::manifest::ModelManifest;
 use crate::ops::depthwise::op::FastDepthwise;
@@ -25,7 +25,7 @@ pub struct Classifier {
     manifest: ModelManifest,
     labels: Vec<String>,
     plan: Plan,
-    max_pixels: u64,
+    limits: DecodeLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ impl Classifier {
             manifest,
             labels,
             plan,
-            max_pixels: DEFAULT_MAX_PIXELS,
+            limits: DecodeLimits::default(),
         };
         classifier.check_output_width()?;
         Ok(classifier)
@@ -97,8 +97,20 @@ impl Classifier {
 
     /// Refuses images with more pixels than this (default 50 megapixels).
     pub fn with_max_pixels(mut self, max_pixels: u64) -> Classifier {
-        self.max_pixels = max_pixels;
+        self.limits.max_pixels = max_pixels;
         self
+    }
+
+    /// Refuses images whose decode would need more memory than this
+    /// (default [`crate::decode::DEFAULT_MAX_DECODE_BYTES`], which keeps a
+    /// worker under [`crate::decode::WORKER_MEMORY_BOUND`]).
+    pub fn with_max_decode_bytes(mut self, max_bytes: u64) -> Classifier {
+        self.limits.max_bytes = max_bytes;
+        self
+    }
+
+    pub fn decode_limits(&self) -> DecodeLimits {
+        self.limits
     }
 
     pub fn manifest(&self) -> &ModelManifest {
@@ -114,8 +126,7 @@ impl Classifier {
         let started = Instant::now();
         // Only the shorter side's target size matters downstream, so big JPEGs
         // can be decoded at reduced scale.
-        let image =
-            decode_rgb_at_least(bytes, self.max_pixels, Some(self.manifest.resize_shorter))?;
+        let image = decode_rgb_within(bytes, self.limits, Some(self.manifest.resize_shorter))?;
         let decoded = Instant::now();
         let tensor = preprocess(&image, &self.manifest);
         let preprocessed = Instant::now();

@@ -14,6 +14,22 @@ pub enum ClassifyError {
         height: u32,
         max_pixels: u64,
     },
+    /// Within the pixel budget, but its layout (bit depth, channels,
+    /// format) would take more memory to decode than the worker allows.
+    /// The same kind as `TooManyPixels` for clients: 413.
+    #[error(
+        "image is {width}x{height} pixels ({layout}): decoding it needs about {} MiB, \
+         more than the limit of {} MiB",
+        needed.div_ceil(1024 * 1024),
+        max_bytes / (1024 * 1024)
+    )]
+    TooMuchMemory {
+        width: u32,
+        height: u32,
+        layout: String,
+        needed: u64,
+        max_bytes: u64,
+    },
     #[error("image could not be decoded: {0}")]
     Undecodable(String),
     #[error("inference failed: {0}")]
@@ -26,7 +42,9 @@ impl ClassifyError {
         match self {
             ClassifyError::Empty => "empty",
             ClassifyError::UnsupportedFormat => "unsupported_format",
-            ClassifyError::TooManyPixels { .. } => "too_many_pixels",
+            ClassifyError::TooManyPixels { .. } | ClassifyError::TooMuchMemory { .. } => {
+                "too_many_pixels"
+            }
             ClassifyError::Undecodable(_) => "undecodable",
             ClassifyError::Inference(_) => "inference",
         }

@@ -9,6 +9,21 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use jpeg_decoder::{Decoder, PixelFormat};
 
+/// By how much [`decode_scaled`] shrinks each side of a `width` x `height`
+/// JPEG (1, 2, 4 or 8): jpeg-decoder's choice of IDCT size for a shorter
+/// side of at least `min_shorter`. 1 where the general decoder is used.
+pub fn scale_denominator(width: u32, height: u32, min_shorter: u32) -> u32 {
+    let shorter = width.min(height);
+    if shorter < min_shorter.saturating_mul(2) {
+        return 1;
+    }
+    // jpeg-decoder's output side at IDCT size `s` (of 8) is ceil(side * s / 8).
+    [1, 2, 4]
+        .into_iter()
+        .find(|s| (u64::from(shorter) * s).div_ceil(8) >= u64::from(min_shorter))
+        .map_or(1, |s| (8 / s) as u32)
+}
+
 /// Decodes `bytes` (a JPEG of `width` x `height`) so that its shorter side
 /// stays at least `min_shorter`, with EXIF orientation applied. `None` when
 /// no reduction is possible or the file is something this path leaves to the

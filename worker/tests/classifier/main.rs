@@ -6,6 +6,8 @@
 //!   errors.
 //! - `kernels`: the fast kernels give tract's answers.
 
+mod decoding;
+mod fuzz;
 mod kernels;
 mod samples;
 
