@@ -1,13 +1,12 @@
 //! `imagefleet controller`: the reconcile loop alone, for the local fleet
 //! or the fleet's EC2 instances.
 
-use std::sync::Arc;
-
 use clap::Args;
 
 use super::args::{local_fleet, Backend, BackendArgs, ControllerOptions, DataArgs, ModelArgs};
+use super::aws::fleet::controller_fleet;
 use crate::controller::DEFAULT_MAX_INSTANCES;
-use crate::fleet::{default_max_local_workers, Ec2Fleet, STOP_GRACE};
+use crate::fleet::{default_max_local_workers, STOP_GRACE};
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
 
@@ -28,9 +27,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.data.data_dir);
-    let services = args.backend.services(&data_dir).await?;
     match args.backend.backend {
         Backend::Local => {
+            let services = args.backend.services(&data_dir).await?;
             let fleet = local_fleet(&data_dir, &args.model, &args.backend)?;
             let controller = args.controller.build(
                 services.requests,
@@ -44,12 +43,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
         Backend::Aws => {
             // EC2 instances outlive the controller: a restarted controller
-            // finds them by their fleet tag, so nothing is stopped on exit.
+            // finds them by their fleet tag (or in the Auto Scaling group),
+            // so nothing is stopped on exit. It opens the request queue
+            // only: its IAM policy grants nothing else.
             let config = args.backend.aws.load()?;
-            let fleet = Arc::new(Ec2Fleet::connect(&config).await);
-            let controller =
-                args.controller
-                    .build(services.requests, fleet, DEFAULT_MAX_INSTANCES)?;
+            let (requests, fleet) = controller_fleet(&config, &data_dir).await?;
+            let controller = args
+                .controller
+                .build(requests, fleet, DEFAULT_MAX_INSTANCES)?;
             controller.run(shutdown).await;
         }
     }
