@@ -233,6 +233,14 @@ pub struct WebArgs {
     /// Seconds `POST /` waits for a label before answering 504.
     #[arg(long, default_value_t = 60)]
     pub result_timeout_secs: u64,
+    /// AWS: this replica's id, which names its reply queue (default: a
+    /// random one). Every replica needs its own.
+    #[arg(long, env = "IMAGEFLEET_REPLICA")]
+    pub replica: Option<String>,
+    /// AWS: first delete the reply queues of replicas that stopped without
+    /// deleting theirs (no heartbeat for 10 minutes).
+    #[arg(long)]
+    pub reap: bool,
 }
 
 impl WebArgs {

@@ -4,6 +4,7 @@
 use clap::Args;
 
 use super::args::{local_fleet, ControllerOptions, ModelArgs, WebArgs};
+use super::aws::replica::{close_reply_queue, open_reply_queue};
 use crate::fleet::{default_max_local_workers, Fleet, STOP_GRACE};
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
@@ -28,8 +29,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     on_signals(trigger);
     let data_dir = absolute(&args.web.data.data_dir);
     let services = args.web.backend.services(&data_dir).await?;
+    // AWS: this replica's own reply queue, deleted again when it stops. A
+    // failure below leaves it for `--reap`, rather than workers unstopped.
+    let reply = open_reply_queue(&args.web).await?;
     let fleet = local_fleet(&data_dir, &args.model, &args.web.backend)?;
     let mut state = WebState::new(services.clone(), args.web.settings());
+    if let Some(reply) = &reply {
+        state = state.with_reply_queue(reply.queue());
+    }
 
     let controller = match args.workers {
         Some(workers) => {
@@ -49,6 +56,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = args.web.bind().await?;
     tracing::info!(data_dir = %data_dir.display(), "serving");
     let result = web::serve(listener, state, shutdown).await;
+    close_reply_queue(reply).await;
     if let Some(controller) = controller {
         let _ = controller.await;
     }

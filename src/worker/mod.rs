@@ -215,6 +215,7 @@ impl Worker {
             job_id: request.job_id,
             json,
             receipt: message.receipt.clone(),
+            reply_to: request.reply_to.clone(),
         }))
     }
 

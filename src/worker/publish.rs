@@ -19,6 +19,8 @@ pub(super) struct Publication {
     pub(super) job_id: JobId,
     pub(super) json: String,
     pub(super) receipt: String,
+    /// The web tier replica's queue the job named, if any.
+    pub(super) reply_to: Option<String>,
 }
 
 impl Publication {
@@ -51,8 +53,12 @@ impl Publication {
             .await
             .with_context(|| format!("storing result of job {}", self.job_id))?;
         self.services
-            .results
-            .send(&self.json)
+            .replies
+            .announce(
+                self.reply_to.as_deref(),
+                self.services.results.as_ref(),
+                &self.json,
+            )
             .await
             .with_context(|| format!("announcing result of job {}", self.job_id))
     }
