@@ -39,7 +39,8 @@ fn the_fleet_follows_the_backlog_and_survives_restarts() {
     // Only the AMI comes from the environment; everything else derives
     // from the fleet name, as for an operator after `aws setup`.
     let env = [("IMAGEFLEET_WORKER_IMAGE_ID", image.as_str())];
-    let args = controller_args(fleet_name, &[]);
+    let data = tempfile::tempdir().unwrap();
+    let args = controller_args(fleet_name, data.path(), &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let fleet = Ec2Fleet::new(clients, config);
     // Every instance of the fleet, draining ones included, against the cap.
@@ -116,7 +117,8 @@ fn dry_run_prints_the_plan_and_launches_nothing() {
             requests.send(&format!("job {i}")).await.unwrap();
         }
     });
-    let args = controller_args(&moto.name, &["--dry-run"]);
+    let data = tempfile::tempdir().unwrap();
+    let args = controller_args(&moto.name, data.path(), &["--dry-run"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut controller = Process::start(&args, &[("IMAGEFLEET_WORKER_IMAGE_ID", &moto.image)]);
     let expected = "plan: launch 4 (desired 4, running 0; visible 35, in flight 0; \

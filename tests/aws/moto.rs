@@ -51,9 +51,10 @@ pub async fn any_image(clients: &AwsClients) -> String {
         .expect("moto lists at least one AMI")
 }
 
-/// `imagefleet controller --backend aws --fleet NAME`, ticking fast enough
-/// for a test, plus `extra` flags.
-pub fn controller_args(fleet: &str, extra: &[&str]) -> Vec<String> {
+/// `imagefleet controller --backend aws --fleet NAME --data-dir DIR`,
+/// ticking fast enough for a test, plus `extra` flags. The data dir holds
+/// the record of launched instances; a restarted controller gets the same.
+pub fn controller_args(fleet: &str, data_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "controller",
         "--backend",
@@ -62,6 +63,8 @@ pub fn controller_args(fleet: &str, extra: &[&str]) -> Vec<String> {
         fleet,
         "--interval-ms",
         "300",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -97,9 +100,10 @@ impl MotoFleet {
     }
 
     pub async fn teardown(&self) {
-        imagefleet::commands::aws::teardown(&self.clients, &self.config)
+        let report = imagefleet::commands::aws::teardown(&self.clients, &self.config)
             .await
             .unwrap();
+        assert!(report.refused.is_empty(), "{report:?}");
     }
 }
 

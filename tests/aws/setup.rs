@@ -114,15 +114,18 @@ async fn setup_twice_leaves_one_of_each_resource() {
         config.max_receives.to_string()
     );
 
-    let status = provision::status(&clients, &config).await.unwrap();
+    let status = provision::status(&clients, &config).await;
     assert!(status.complete(), "{status:?}");
     assert!(status.instances.is_empty());
 
-    let removed = provision::teardown(&clients, &config).await.unwrap();
+    let removed = provision::teardown(&clients, &config)
+        .await
+        .unwrap()
+        .removed;
     assert_eq!(removed.len(), 5, "{removed:?}");
     assert!(queues_of(&clients, &fleet).await.is_empty());
     assert!(buckets_of(&clients, &fleet).await.is_empty());
-    let status = provision::status(&clients, &config).await.unwrap();
+    let status = provision::status(&clients, &config).await;
     assert!(!status.complete());
     assert!(status.queues.iter().all(|q| q.depth.is_none()));
 }
