@@ -5,11 +5,16 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod imds;
 mod moto;
+mod policy;
 
+mod asg;
 mod controller;
 mod fleet;
+mod iam;
 mod pipeline;
 mod queue;
+mod replicas;
 mod setup;
 mod store;
