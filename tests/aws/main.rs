@@ -18,3 +18,4 @@ mod queue;
 mod replicas;
 mod setup;
 mod store;
+mod worker_binary;
