@@ -1,10 +1,13 @@
 //! `imagefleet controller`: the reconcile loop alone, for the local fleet
 //! or the fleet's EC2 instances.
 
+use std::net::SocketAddr;
+
 use clap::Args;
 
 use super::args::{local_fleet, Backend, BackendArgs, ControllerOptions, DataArgs, ModelArgs};
 use super::aws::fleet::controller_fleet;
+use super::aws::status_http::serve_status;
 use crate::controller::DEFAULT_MAX_INSTANCES;
 use crate::fleet::{default_max_local_workers, STOP_GRACE};
 use crate::paths::absolute;
@@ -21,6 +24,10 @@ pub struct ControllerArgs {
     /// `--backend aws` sizes the fleet's EC2 instances from its SQS queue.
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Serve the controller's status (plan, instances, policy, last error)
+    /// as JSON on GET /status at this address.
+    #[arg(long, env = "IMAGEFLEET_STATUS_LISTEN")]
+    pub status_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -36,6 +43,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 fleet.clone(),
                 default_max_local_workers(),
             )?;
+            if let Some(addr) = args.status_listen {
+                serve_status(addr, controller.status(), shutdown.clone()).await?;
+            }
             controller.run(shutdown).await;
             if !args.controller.dry_run {
                 fleet.shutdown(STOP_GRACE).await;
@@ -51,6 +61,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             let controller = args
                 .controller
                 .build(requests, fleet, DEFAULT_MAX_INSTANCES)?;
+            if let Some(addr) = args.status_listen {
+                serve_status(addr, controller.status(), shutdown.clone()).await?;
+            }
             controller.run(shutdown).await;
         }
     }

@@ -9,6 +9,7 @@ pub mod replica;
 mod resources;
 pub mod setup;
 pub mod status;
+pub mod status_http;
 pub mod teardown;
 
 use std::io::{BufRead, Write};
