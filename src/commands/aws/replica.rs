@@ -39,9 +39,30 @@ pub async fn open_reply_queue(args: &WebArgs) -> anyhow::Result<Option<ReplyQueu
             tracing::info!(count = reaped.len(), queues = ?reaped, "removed stale reply queues");
         }
     }
-    let queue = ReplyQueue::create(clients.sqs.clone(), &name, &config.fleet)
-        .await
-        .context("creating this replica's reply queue")?;
+    let queue = match ReplyQueue::create(clients.sqs.clone(), &name, &config.fleet).await {
+        // SQS refuses a name deleted less than 60 s ago: a replica with a
+        // fixed id that restarts at once takes a fresh name instead.
+        Err(e) if e.to_string().contains("QueueDeletedRecently") => {
+            let fresh = format!(
+                "{}-{}",
+                replica,
+                &uuid::Uuid::new_v4().simple().to_string()[..4]
+            );
+            tracing::info!(
+                replica,
+                fresh,
+                "reply queue deleted less than 60 s ago; using a fresh name"
+            );
+            ReplyQueue::create(
+                clients.sqs.clone(),
+                &config.reply_queue(&fresh),
+                &config.fleet,
+            )
+            .await
+        }
+        other => other,
+    }
+    .context("creating this replica's reply queue")?;
     Ok(Some(queue))
 }
 
@@ -58,11 +79,11 @@ pub async fn close_reply_queue(queue: Option<ReplyQueue>) {
 
 fn validate_replica(id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=30).contains(&id.len())
+        (1..=25).contains(&id.len())
             && id
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-        "replica id {id:?}: 1 to 30 lowercase letters, digits and '-' (it names a queue)"
+        "replica id {id:?}: 1 to 25 lowercase letters, digits and '-' (it names a queue)"
     );
     Ok(())
 }
