@@ -378,7 +378,7 @@ async fn teardown_refuses_what_is_not_tagged_as_the_fleets() {
     );
     assert_eq!(
         buckets_of(&clients, &fleet).await,
-        [config.input_bucket.clone()]
+        std::slice::from_ref(&config.input_bucket)
     );
 
     // Setup claims them again (an older setup made them untagged), and
