@@ -136,6 +136,8 @@ struct FileWorkers {
     instance_types: Option<Vec<String>>,
     instance_profile: Option<String>,
     subnet_ids: Option<Vec<String>>,
+    /// One subnet, as files written before `subnet_ids` say it.
+    subnet_id: Option<String>,
     security_group_ids: Option<Vec<String>>,
     key_name: Option<String>,
     artifacts: Option<String>,
@@ -260,6 +262,10 @@ impl AwsConfig {
         let w = &mut self.workers;
         set(&mut w.instance_type, file.workers.instance_type);
         set(&mut w.instance_types, file.workers.instance_types);
+        set(
+            &mut w.subnet_ids,
+            file.workers.subnet_id.map(|one| vec![one]),
+        );
         set(&mut w.subnet_ids, file.workers.subnet_ids);
         set(&mut w.security_group_ids, file.workers.security_group_ids);
         set(&mut w.spot, file.workers.spot);
@@ -546,6 +552,46 @@ mod tests {
             AwsConfig::load(None, Some(&path), env_of(&[])).unwrap(),
             flagged
         );
+    }
+
+    #[test]
+    fn group_settings_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aws.toml");
+        // A file written before subnets were a list still loads.
+        std::fs::write(
+            &path,
+            "fleet = \"demo\"\n[workers]\nsubnet_id = \"subnet-1\"\n",
+        )
+        .unwrap();
+        let config = AwsConfig::load(None, Some(&path), env_of(&[])).unwrap();
+        assert_eq!(config.workers.subnet_ids, ["subnet-1"]);
+        assert_eq!(config.autoscaling_group, "imagefleet-demo-workers");
+        assert_eq!(config.workers.instance_type, "c7i.large");
+        assert_eq!((config.workers.max_size, config.retention_days), (20, 1));
+        assert!(!config.workers.spot);
+        let env = env_of(&[
+            ("IMAGEFLEET_WORKER_SUBNETS", "subnet-a, subnet-b"),
+            ("IMAGEFLEET_WORKER_INSTANCE_TYPES", "c7i.large,c6i.large"),
+            ("IMAGEFLEET_WORKER_SPOT", "true"),
+            ("IMAGEFLEET_WORKER_READY_TIMEOUT_SECS", "30"),
+            ("IMAGEFLEET_RETENTION_DAYS", "3"),
+        ]);
+        let config = AwsConfig::load(None, Some(&path), env).unwrap();
+        assert_eq!(config.workers.subnet_ids, ["subnet-a", "subnet-b"]);
+        assert_eq!(config.group_instance_types(), ["c7i.large", "c6i.large"]);
+        assert!(config.workers.spot);
+        assert_eq!(
+            (config.workers.ready_timeout_secs, config.retention_days),
+            (30, 3)
+        );
+        // What setup writes loads back the same.
+        std::fs::write(&path, config.to_toml()).unwrap();
+        assert_eq!(
+            AwsConfig::load(None, Some(&path), env_of(&[])).unwrap(),
+            config
+        );
+        assert_eq!(config.reply_queue("a1"), "imagefleet-demo-reply_a1");
     }
 
     #[test]
