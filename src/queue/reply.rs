@@ -143,9 +143,10 @@ impl ReplyQueue {
         ]);
         let queue = Arc::new(SqsQueue::create(client, name, attributes, tags).await?);
         let beating = Arc::clone(&queue);
+        // The first beat at once: CreateQueue hands back a queue of the same
+        // name left by a crashed predecessor (same id) with its old tags.
         let heartbeat = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
-            ticker.tick().await;
             loop {
                 ticker.tick().await;
                 if let Err(e) = beating.tag(HEARTBEAT_TAG, &now_secs().to_string()).await {
