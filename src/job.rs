@@ -66,6 +66,11 @@ pub struct JobRequest {
     pub content_type: String,
     pub submitted_at_ms: u64,
     pub attempt: u32,
+    /// The queue of the web tier replica waiting for the result (AWS: each
+    /// replica has its own). None: the shared result queue. Older messages
+    /// lack the field and still parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// The result object (output bucket, key `JobId::output_key`) and the
@@ -222,6 +227,24 @@ mod tests {
         }
         let newer: FailureKind = serde_json::from_value("from_the_future".into()).unwrap();
         assert_eq!(newer, FailureKind::Unknown);
+    }
+
+    #[test]
+    fn requests_without_a_reply_queue_still_parse() {
+        let old = r#"{"job_id":"6f1d2c56-8a4e-4a55-9d38-1b3c1f0e9a11","input_key":"k",
+            "file_name":"a.jpg","content_type":"image/jpeg","submitted_at_ms":1,"attempt":1}"#;
+        let request: JobRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(request.reply_to, None);
+        assert!(!serde_json::to_string(&request)
+            .unwrap()
+            .contains("reply_to"));
+        let routed = JobRequest {
+            reply_to: Some("imagefleet-demo-reply_abc".into()),
+            ..request
+        };
+        let back: JobRequest =
+            serde_json::from_str(&serde_json::to_string(&routed).unwrap()).unwrap();
+        assert_eq!(back, routed);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::aws::{AwsClients, AwsConfig};
 use crate::job::MAX_RECEIVES;
-use crate::queue::{Queue, SqliteQueueFile, SqsQueue};
+use crate::queue::{Queue, ReplyQueues, SqliteQueueFile, SqsQueue};
 use crate::store::{DirStore, ObjectStore, S3Store};
 
 #[derive(Clone)]
@@ -17,6 +17,9 @@ pub struct Services {
     pub dead_letters: Arc<dyn Queue>,
     pub inputs: Arc<dyn ObjectStore>,
     pub outputs: Arc<dyn ObjectStore>,
+    /// Where a worker sends a result: the queue the job names as its
+    /// reply-to (AWS: each web tier replica's own), else `results`.
+    pub replies: ReplyQueues,
 }
 
 /// Where the embedded backend keeps everything under its data dir.
@@ -67,6 +70,7 @@ impl Services {
             dead_letters: Arc::new(file.open("requests-dlq", None)?),
             inputs: Arc::new(open_store(layout.input_bucket())?),
             outputs: Arc::new(open_store(layout.output_bucket())?),
+            replies: ReplyQueues::shared(),
         })
     }
 }
@@ -96,6 +100,7 @@ impl Services {
             dead_letters: queue(&config.dead_letter_queue).await?,
             inputs: bucket(&config.input_bucket).await?,
             outputs: bucket(&config.output_bucket).await?,
+            replies: ReplyQueues::sqs(clients.sqs.clone(), config.reply_queue_prefix()),
         })
     }
 }

@@ -39,7 +39,19 @@ pub struct AwsConfig {
     pub max_receives: u32,
     pub input_bucket: String,
     pub output_bucket: String,
+    /// Days S3 keeps inputs and results (a lifecycle rule on both buckets;
+    /// S3 counts whole days) and SQS keeps requests (at most 14).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// The Auto Scaling group (and its launch template) when the fleet is
+    /// one; `aws setup --asg` creates it, the controller detects it.
+    #[serde(default)]
+    pub autoscaling_group: String,
     pub workers: WorkerLaunch,
+}
+
+fn default_retention_days() -> u32 {
+    1
 }
 
 /// How the fleet launches worker instances.
@@ -50,12 +62,21 @@ pub struct WorkerLaunch {
     /// 2023 image together with `artifacts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The instance type of raw launches, and the first choice of the
+    /// Auto Scaling group.
     pub instance_type: String,
+    /// More types the Auto Scaling group may use (spot capacity comes from
+    /// several pools); raw launches use `instance_type` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_types: Vec<String>,
     /// Instance profile name (the worker role; worker/ami/iam/).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet_id: Option<String>,
+    /// Subnets to launch into: raw launches take them in turn, the group
+    /// spreads over them (one per availability zone is the point). Empty:
+    /// the default VPC's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnet_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_group_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +85,28 @@ pub struct WorkerLaunch {
     /// set it to boot a stock AMI that fetches both at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<String>,
+    /// The group's spot share: instances above `on_demand_base` run on
+    /// spot capacity (`aws setup --spot`).
+    #[serde(default)]
+    pub spot: bool,
+    /// Instances of the group that always run on demand (when it has any).
+    #[serde(default)]
+    pub on_demand_base: u32,
+    /// The group's maximum size.
+    #[serde(default = "default_group_max")]
+    pub max_size: u32,
+    /// An instance whose worker has not reported ready this long after
+    /// launch is replaced (a bad AMI, a worker that cannot start).
+    #[serde(default = "default_ready_timeout_secs")]
+    pub ready_timeout_secs: u64,
+}
+
+fn default_group_max() -> u32 {
+    20
+}
+
+fn default_ready_timeout_secs() -> u64 {
+    600
 }
 
 /// What the file may set: everything optional, merged over the defaults.
@@ -79,6 +122,8 @@ struct FileConfig {
     max_receives: Option<u32>,
     input_bucket: Option<String>,
     output_bucket: Option<String>,
+    retention_days: Option<u32>,
+    autoscaling_group: Option<String>,
     #[serde(default)]
     workers: FileWorkers,
 }
@@ -88,14 +133,33 @@ struct FileConfig {
 struct FileWorkers {
     image_id: Option<String>,
     instance_type: Option<String>,
+    instance_types: Option<Vec<String>>,
     instance_profile: Option<String>,
+    subnet_ids: Option<Vec<String>>,
+    /// One subnet, as files written before `subnet_ids` say it.
     subnet_id: Option<String>,
     security_group_ids: Option<Vec<String>>,
     key_name: Option<String>,
     artifacts: Option<String>,
+    spot: Option<bool>,
+    on_demand_base: Option<u32>,
+    max_size: Option<u32>,
+    ready_timeout_secs: Option<u64>,
 }
 
-pub const DEFAULT_INSTANCE_TYPE: &str = "c7g.large";
+/// x86_64 with AVX-512 (Sapphire Rapids), where the classifier's fastest
+/// kernels run; `scripts/build-worker` builds the binary for it.
+pub const DEFAULT_INSTANCE_TYPE: &str = "c7i.large";
+
+/// The tag that marks a resource (instance, queue, bucket, group) as a
+/// member of a fleet; its value is the fleet's name. Teardown deletes only
+/// what carries it, and the IAM policies in worker/ami/iam/ key on it.
+pub const FLEET_TAG: &str = "imagefleet:fleet";
+
+/// The tag a worker writes on its own instance: `idle` or `busy` on a raw
+/// instance, `ready` in an Auto Scaling group (where scale-in protection
+/// says busy). Present means the worker started.
+pub const WORKER_STATE_TAG: &str = "imagefleet:worker";
 
 impl AwsConfig {
     /// Every name derived from `fleet`; nothing else set.
@@ -111,11 +175,38 @@ impl AwsConfig {
             max_receives: MAX_RECEIVES,
             input_bucket: format!("imagefleet-{fleet}-input"),
             output_bucket: format!("imagefleet-{fleet}-output"),
+            retention_days: default_retention_days(),
+            autoscaling_group: format!("imagefleet-{fleet}-workers"),
             workers: WorkerLaunch {
                 instance_type: DEFAULT_INSTANCE_TYPE.to_owned(),
+                max_size: default_group_max(),
+                ready_timeout_secs: default_ready_timeout_secs(),
                 ..WorkerLaunch::default()
             },
         }
+    }
+
+    /// Every web tier replica's reply queue is named this plus a replica
+    /// id. The `_` cannot occur in a fleet name, so no other fleet's
+    /// resource (nor an IAM pattern for one) starts with it.
+    pub fn reply_queue_prefix(&self) -> String {
+        format!("imagefleet-{}-reply_", self.fleet)
+    }
+
+    /// The reply queue of web tier replica `replica`.
+    pub fn reply_queue(&self, replica: &str) -> String {
+        format!("{}{replica}", self.reply_queue_prefix())
+    }
+
+    /// The group's instance types: the main one first, no repeats.
+    pub fn group_instance_types(&self) -> Vec<String> {
+        let mut types = vec![self.workers.instance_type.clone()];
+        for t in &self.workers.instance_types {
+            if !types.contains(t) {
+                types.push(t.clone());
+            }
+        }
+        types
     }
 
     /// Loads the configuration: `file` (if any), then the environment as
@@ -163,16 +254,27 @@ impl AwsConfig {
         set(&mut self.input_bucket, file.input_bucket);
         set(&mut self.output_bucket, file.output_bucket);
         set(&mut self.max_receives, file.max_receives);
+        set(&mut self.retention_days, file.retention_days);
+        set(&mut self.autoscaling_group, file.autoscaling_group);
         if file.region.is_some() {
             self.region = file.region;
         }
         let w = &mut self.workers;
         set(&mut w.instance_type, file.workers.instance_type);
+        set(&mut w.instance_types, file.workers.instance_types);
+        set(
+            &mut w.subnet_ids,
+            file.workers.subnet_id.map(|one| vec![one]),
+        );
+        set(&mut w.subnet_ids, file.workers.subnet_ids);
         set(&mut w.security_group_ids, file.workers.security_group_ids);
+        set(&mut w.spot, file.workers.spot);
+        set(&mut w.on_demand_base, file.workers.on_demand_base);
+        set(&mut w.max_size, file.workers.max_size);
+        set(&mut w.ready_timeout_secs, file.workers.ready_timeout_secs);
         for (slot, value) in [
             (&mut w.image_id, file.workers.image_id),
             (&mut w.instance_profile, file.workers.instance_profile),
-            (&mut w.subnet_id, file.workers.subnet_id),
             (&mut w.key_name, file.workers.key_name),
             (&mut w.artifacts, file.workers.artifacts),
         ] {
@@ -199,15 +301,37 @@ impl AwsConfig {
         if let Some(region) = env("IMAGEFLEET_REGION") {
             self.region = Some(region);
         }
+        set(
+            &mut self.autoscaling_group,
+            env("IMAGEFLEET_AUTOSCALING_GROUP"),
+        );
+        if let Some(text) = env("IMAGEFLEET_RETENTION_DAYS") {
+            self.retention_days = parse_number("IMAGEFLEET_RETENTION_DAYS", &text)?;
+        }
         let w = &mut self.workers;
         set(&mut w.instance_type, env("IMAGEFLEET_WORKER_INSTANCE_TYPE"));
-        if let Some(list) = env("IMAGEFLEET_WORKER_SECURITY_GROUPS") {
-            w.security_group_ids = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
+        for (slot, name) in [
+            (
+                &mut w.security_group_ids,
+                "IMAGEFLEET_WORKER_SECURITY_GROUPS",
+            ),
+            (&mut w.instance_types, "IMAGEFLEET_WORKER_INSTANCE_TYPES"),
+        ] {
+            if let Some(list) = env(name) {
+                *slot = split_list(&list);
+            }
+        }
+        // One subnet or several; either name works.
+        if let Some(list) =
+            env("IMAGEFLEET_WORKER_SUBNETS").or_else(|| env("IMAGEFLEET_WORKER_SUBNET"))
+        {
+            w.subnet_ids = split_list(&list);
+        }
+        if let Some(text) = env("IMAGEFLEET_WORKER_SPOT") {
+            w.spot = parse_bool("IMAGEFLEET_WORKER_SPOT", &text)?;
+        }
+        if let Some(text) = env("IMAGEFLEET_WORKER_READY_TIMEOUT_SECS") {
+            w.ready_timeout_secs = parse_number("IMAGEFLEET_WORKER_READY_TIMEOUT_SECS", &text)?;
         }
         for (slot, name) in [
             (&mut w.image_id, "IMAGEFLEET_WORKER_IMAGE_ID"),
@@ -215,7 +339,6 @@ impl AwsConfig {
                 &mut w.instance_profile,
                 "IMAGEFLEET_WORKER_INSTANCE_PROFILE",
             ),
-            (&mut w.subnet_id, "IMAGEFLEET_WORKER_SUBNET"),
             (&mut w.key_name, "IMAGEFLEET_WORKER_KEY_NAME"),
             (&mut w.artifacts, "IMAGEFLEET_WORKER_ARTIFACTS"),
         ] {
@@ -269,6 +392,21 @@ impl AwsConfig {
         if self.workers.instance_type.is_empty() {
             return invalid("workers.instance_type is empty".into());
         }
+        if !(1..=3650).contains(&self.retention_days) {
+            return invalid(format!(
+                "retention_days {} must be 1 to 3650",
+                self.retention_days
+            ));
+        }
+        if self.autoscaling_group.is_empty() || self.autoscaling_group.len() > 128 {
+            return invalid(format!(
+                "autoscaling_group {:?} must be 1 to 128 characters (it also names the launch template)",
+                self.autoscaling_group
+            ));
+        }
+        if self.workers.max_size == 0 {
+            return invalid("workers.max_size must be at least 1".into());
+        }
         if let Some(artifacts) = &self.workers.artifacts {
             if !artifacts.starts_with("s3://") || artifacts.len() <= "s3://".len() {
                 return invalid(format!(
@@ -289,6 +427,20 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *slot = value;
     }
+}
+
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("{name}={text:?} is not a number")))
 }
 
 fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
@@ -400,6 +552,46 @@ mod tests {
             AwsConfig::load(None, Some(&path), env_of(&[])).unwrap(),
             flagged
         );
+    }
+
+    #[test]
+    fn group_settings_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aws.toml");
+        // A file written before subnets were a list still loads.
+        std::fs::write(
+            &path,
+            "fleet = \"demo\"\n[workers]\nsubnet_id = \"subnet-1\"\n",
+        )
+        .unwrap();
+        let config = AwsConfig::load(None, Some(&path), env_of(&[])).unwrap();
+        assert_eq!(config.workers.subnet_ids, ["subnet-1"]);
+        assert_eq!(config.autoscaling_group, "imagefleet-demo-workers");
+        assert_eq!(config.workers.instance_type, "c7i.large");
+        assert_eq!((config.workers.max_size, config.retention_days), (20, 1));
+        assert!(!config.workers.spot);
+        let env = env_of(&[
+            ("IMAGEFLEET_WORKER_SUBNETS", "subnet-a, subnet-b"),
+            ("IMAGEFLEET_WORKER_INSTANCE_TYPES", "c7i.large,c6i.large"),
+            ("IMAGEFLEET_WORKER_SPOT", "true"),
+            ("IMAGEFLEET_WORKER_READY_TIMEOUT_SECS", "30"),
+            ("IMAGEFLEET_RETENTION_DAYS", "3"),
+        ]);
+        let config = AwsConfig::load(None, Some(&path), env).unwrap();
+        assert_eq!(config.workers.subnet_ids, ["subnet-a", "subnet-b"]);
+        assert_eq!(config.group_instance_types(), ["c7i.large", "c6i.large"]);
+        assert!(config.workers.spot);
+        assert_eq!(
+            (config.workers.ready_timeout_secs, config.retention_days),
+            (30, 3)
+        );
+        // What setup writes loads back the same.
+        std::fs::write(&path, config.to_toml()).unwrap();
+        assert_eq!(
+            AwsConfig::load(None, Some(&path), env_of(&[])).unwrap(),
+            config
+        );
+        assert_eq!(config.reply_queue("a1"), "imagefleet-demo-reply_a1");
     }
 
     #[test]

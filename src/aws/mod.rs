@@ -3,6 +3,7 @@
 //! (`queue::sqs`, `store::s3`, `fleet::ec2`) build on this, and provisioning
 //! (`commands::aws`) builds on those.
 
+pub mod calls;
 pub mod clients;
 pub mod config;
 pub mod user_data;

@@ -306,6 +306,14 @@ pub struct WebArgs {
     /// reach it may upload and read results).
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// AWS: this replica's id, which names its reply queue (default: a
+    /// random one). Every replica needs its own.
+    #[arg(long, env = "IMAGEFLEET_REPLICA")]
+    pub replica: Option<String>,
+    /// AWS: first delete the reply queues of replicas that stopped without
+    /// deleting theirs (no heartbeat for 10 minutes).
+    #[arg(long)]
+    pub reap: bool,
 }
 
 impl WebArgs {

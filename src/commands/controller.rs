@@ -1,15 +1,17 @@
 //! `imagefleet controller`: the reconcile loop alone, for the local fleet
 //! or the fleet's EC2 instances.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 use clap::Args;
 
 use super::args::{
     local_fleet, Backend, BackendArgs, ControllerOptions, DataArgs, ModelArgs, RetentionArgs,
 };
+use super::aws::fleet::controller_fleet;
+use super::aws::status_http::serve_status;
 use crate::controller::DEFAULT_MAX_INSTANCES;
-use crate::fleet::{default_max_local_workers, Ec2Fleet, STOP_GRACE};
+use crate::fleet::{default_max_local_workers, STOP_GRACE};
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
 
@@ -26,15 +28,19 @@ pub struct ControllerArgs {
     /// `--backend aws` sizes the fleet's EC2 instances from its SQS queue.
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Serve the controller's status (plan, instances, policy, last error)
+    /// as JSON on GET /status at this address.
+    #[arg(long, env = "IMAGEFLEET_STATUS_LISTEN")]
+    pub status_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     on_signals(trigger);
     let data_dir = absolute(&args.data.data_dir);
-    let services = args.backend.services(&data_dir).await?;
     match args.backend.backend {
         Backend::Local => {
+            let services = args.backend.services(&data_dir).await?;
             let fleet = local_fleet(&data_dir, &args.model, &args.backend, &args.retention)?;
             args.retention
                 .spawn_janitor(&data_dir, &args.backend, shutdown.clone());
@@ -43,6 +49,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 fleet.clone(),
                 default_max_local_workers(),
             )?;
+            if let Some(addr) = args.status_listen {
+                serve_status(addr, controller.status(), shutdown.clone()).await?;
+            }
             controller.run(shutdown).await;
             if !args.controller.dry_run {
                 fleet.shutdown(STOP_GRACE).await;
@@ -50,12 +59,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
         Backend::Aws => {
             // EC2 instances outlive the controller: a restarted controller
-            // finds them by their fleet tag, so nothing is stopped on exit.
+            // finds them by their fleet tag (or in the Auto Scaling group),
+            // so nothing is stopped on exit. It opens the request queue
+            // only: its IAM policy grants nothing else.
             let config = args.backend.aws.load()?;
-            let fleet = Arc::new(Ec2Fleet::connect(&config).await);
-            let controller =
-                args.controller
-                    .build(services.requests, fleet, DEFAULT_MAX_INSTANCES)?;
+            let (requests, fleet) = controller_fleet(&config, &data_dir).await?;
+            let controller = args
+                .controller
+                .build(requests, fleet, DEFAULT_MAX_INSTANCES)?;
+            if let Some(addr) = args.status_listen {
+                serve_status(addr, controller.status(), shutdown.clone()).await?;
+            }
             controller.run(shutdown).await;
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::args::{local_fleet, ControllerOptions, ModelArgs, RetentionArgs, WebArgs};
+use super::aws::replica::{close_reply_queue, open_reply_queue};
 use crate::fleet::default_max_local_workers;
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
@@ -40,6 +41,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // token, stops the service before any worker starts.
     let listener = args.web.bind().await?;
     let services = args.web.backend.services(&data_dir).await?;
+    // AWS: this replica's own reply queue, deleted again when it stops. A
+    // failure below leaves it for `--reap`, rather than workers unstopped.
+    let reply = open_reply_queue(&args.web).await?;
     let fleet = local_fleet(&data_dir, &args.model, &args.web.backend, &args.retention)?;
     args.retention
         .spawn_janitor(&data_dir, &args.web.backend, shutdown.clone());
@@ -56,8 +60,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fleet.clone(),
         default_max_local_workers(),
     )?;
-    let state = WebState::new(services, args.web.settings(WORKER_STOP_RESERVE))
+    let mut state = WebState::new(services, args.web.settings(WORKER_STOP_RESERVE))
         .with_controller(controller.status());
+    if let Some(reply) = &reply {
+        state = state.with_reply_queue(reply.queue());
+    }
     // The controller keeps the fleet going while the web tier drains (open
     // requests still need their jobs run); it stops after.
     let (fleet_trigger, fleet_shutdown) = Shutdown::new();
@@ -65,6 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     tracing::info!(data_dir = %data_dir.display(), "serving");
     let served = web::serve(listener, state, shutdown).await;
+    close_reply_queue(reply).await;
     fleet_trigger.trigger();
     let _ = controller.await;
     if !args.controller.dry_run {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::args::WebArgs;
+use super::aws::replica::{close_reply_queue, open_reply_queue};
 use crate::shutdown::{on_signals, Shutdown};
 use crate::web::{self, WebState};
 
@@ -11,6 +12,13 @@ pub async fn run(args: WebArgs) -> anyhow::Result<()> {
     on_signals(trigger);
     let services = args.backend.services(&args.data.data_dir).await?;
     let listener = args.bind().await?;
-    let settings = args.settings(Duration::ZERO);
-    web::serve(listener, WebState::new(services, settings), shutdown).await
+    let mut state = WebState::new(services, args.settings(Duration::ZERO));
+    // AWS: this replica's own reply queue, deleted again when it stops.
+    let reply = open_reply_queue(&args).await?;
+    if let Some(reply) = &reply {
+        state = state.with_reply_queue(reply.queue());
+    }
+    let result = web::serve(listener, state, shutdown).await;
+    close_reply_queue(reply).await;
+    result
 }

@@ -56,11 +56,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         settings.wait = Duration::from_secs(5);
     }
     let mut worker = Worker::new(services, classifier, settings);
-    if let (Some(id), Backend::Local) = (args.instance_id, args.backend.backend) {
+    if let (Some(id), Backend::Local) = (args.instance_id.clone(), args.backend.backend) {
         // Started by the local fleet: tell it we are ready, and when busy.
         let layout = LocalLayout::new(&args.data.data_dir);
         let activity = RegistryActivity::new(layout.fleet_file(), id)?;
         worker = worker.with_activity(Arc::new(activity));
+    }
+    if args.backend.backend == Backend::Aws {
+        // On an EC2 instance: tell the fleet we are ready, and when busy.
+        if let Some(activity) = super::aws::activity::start(&args.backend, args.instance_id).await {
+            worker = worker.with_activity(activity);
+        }
     }
     worker.run(shutdown).await?;
     Ok(())

@@ -1,7 +1,11 @@
 //! The `Fleet` seam: the instances that run workers. Locally they are child
-//! processes; on AWS, tagged EC2 instances.
+//! processes; on AWS, tagged EC2 instances or an Auto Scaling group.
 
+mod asg;
+mod aws_activity;
+mod backoff;
 mod ec2;
+mod launches;
 mod local;
 mod lock;
 mod registry;
@@ -9,6 +13,8 @@ mod registry;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use asg::AsgFleet;
+pub use aws_activity::{AwsActivity, Reporting, IDLE_GRACE};
 pub use ec2::{Ec2Fleet, FLEET_TAG};
 pub use local::{default_max_local_workers, LocalFleet, WorkerCommand, STOP_GRACE};
 pub use lock::{FleetLock, LockError};
@@ -68,6 +74,8 @@ pub enum FleetError {
     Terminate(String),
     #[error("cannot list instances: {0}")]
     List(String),
+    #[error("cannot report worker activity: {0}")]
+    Activity(String),
 }
 
 /// What a worker process tells its fleet: when it starts and finishes

@@ -3,6 +3,7 @@
 //! timeout passes; after `max_receives` receives without a delete it moves to
 //! the dead-letter queue.
 
+pub mod reply;
 mod sqlite;
 mod sqs;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use reply::{ReplyQueue, ReplyQueues};
 pub use sqlite::{SqliteQueue, SqliteQueueFile};
 pub use sqs::SqsQueue;
 

@@ -2,6 +2,7 @@
 //! queue every job gets its own message group (so workers still take jobs in
 //! parallel) and the job id is the deduplication id.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use super::{check_batch, Queue, QueueDepth, QueueError, ReceivedMessage, MAX_RECEIVE_BATCH};
-use crate::aws::clients::describe;
+use crate::aws::clients::{describe, is_not_found};
 
 /// SQS's limits on long polling and on the visibility timeout.
 const MAX_WAIT: Duration = Duration::from_secs(20);
@@ -54,8 +55,147 @@ impl SqsQueue {
         })
     }
 
+    /// An existing queue, or `None` when there is no queue of that name
+    /// (any other failure, such as a denied request, is an error).
+    pub async fn open_if_exists(
+        client: Client,
+        name: &str,
+    ) -> Result<Option<SqsQueue>, QueueError> {
+        match client.get_queue_url().queue_name(name).send().await {
+            Ok(output) => Ok(output.queue_url.map(|url| SqsQueue {
+                client,
+                name: name.to_owned(),
+                fifo: name.ends_with(".fifo"),
+                url,
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(QueueError::Unavailable {
+                queue: name.to_owned(),
+                message: format!("GetQueueUrl: {}", describe(&e)),
+            }),
+        }
+    }
+
+    /// Creates a standard queue with these attributes and tags (or opens it
+    /// if it already exists with the same attributes, as SQS does).
+    pub async fn create(
+        client: Client,
+        name: &str,
+        attributes: HashMap<QueueAttributeName, String>,
+        tags: HashMap<String, String>,
+    ) -> Result<SqsQueue, QueueError> {
+        let url = client
+            .create_queue()
+            .queue_name(name)
+            .set_attributes((!attributes.is_empty()).then_some(attributes))
+            .set_tags((!tags.is_empty()).then_some(tags))
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable {
+                queue: name.to_owned(),
+                message: format!("CreateQueue: {}", describe(&e)),
+            })?
+            .queue_url
+            .ok_or_else(|| QueueError::Unavailable {
+                queue: name.to_owned(),
+                message: "CreateQueue returned no URL".into(),
+            })?;
+        Ok(SqsQueue {
+            client,
+            name: name.to_owned(),
+            fifo: name.ends_with(".fifo"),
+            url,
+        })
+    }
+
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Sends `body`; `Ok(false)` when the queue no longer exists.
+    pub async fn send_if_exists(&self, body: &str) -> Result<bool, QueueError> {
+        match self.send_request(body)?.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(self.unavailable("SendMessage", e)),
+        }
+    }
+
+    /// Sets (adds or replaces) one tag on the queue.
+    pub async fn tag(&self, key: &str, value: &str) -> Result<(), QueueError> {
+        self.client
+            .tag_queue()
+            .queue_url(&self.url)
+            .tags(key, value)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("TagQueue", e))?;
+        Ok(())
+    }
+
+    /// The queue's tags.
+    pub async fn tags(&self) -> Result<HashMap<String, String>, QueueError> {
+        let output = self
+            .client
+            .list_queue_tags()
+            .queue_url(&self.url)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("ListQueueTags", e))?;
+        Ok(output.tags.unwrap_or_default())
+    }
+
+    /// Deletes the queue itself, with whatever it holds.
+    pub async fn delete_queue(&self) -> Result<(), QueueError> {
+        match self.client.delete_queue().queue_url(&self.url).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.unavailable("DeleteQueue", e)),
+        }
+    }
+
+    /// The names of the queues whose names start with `prefix`.
+    pub async fn list_names(client: &Client, prefix: &str) -> Result<Vec<String>, QueueError> {
+        let mut pages = client
+            .list_queues()
+            .queue_name_prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| QueueError::Unavailable {
+                queue: format!("{prefix}*"),
+                message: format!("ListQueues: {}", describe(&e)),
+            })?;
+            names.extend(
+                page.queue_urls()
+                    .iter()
+                    .filter_map(|url| url.rsplit('/').next())
+                    .map(str::to_owned),
+            );
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn send_request(
+        &self,
+        body: &str,
+    ) -> Result<aws_sdk_sqs::operation::send_message::builders::SendMessageFluentBuilder, QueueError>
+    {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        if self.fifo {
+            let id = job_id_of(body).ok_or_else(|| QueueError::Invalid {
+                queue: self.name.clone(),
+                message: "a FIFO queue needs a JSON body with a job_id".into(),
+            })?;
+            request = request.message_group_id(&id).message_deduplication_id(&id);
+        }
+        Ok(request)
     }
 
     fn unavailable<E: std::error::Error>(&self, action: &str, e: E) -> QueueError {
@@ -142,19 +282,7 @@ impl Queue for SqsQueue {
     }
 
     async fn send(&self, body: &str) -> Result<(), QueueError> {
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body);
-        if self.fifo {
-            let id = job_id_of(body).ok_or_else(|| QueueError::Invalid {
-                queue: self.name.clone(),
-                message: "a FIFO queue needs a JSON body with a job_id".into(),
-            })?;
-            request = request.message_group_id(&id).message_deduplication_id(&id);
-        }
-        request
+        self.send_request(body)?
             .send()
             .await
             .map_err(|e| self.unavailable("SendMessage", e))?;

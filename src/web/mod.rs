@@ -72,6 +72,9 @@ pub struct WebState {
     controller: Option<SharedStatus>,
     /// One permit per upload streaming in.
     uploads: Arc<Semaphore>,
+    /// This replica's own reply queue (AWS), named in every job it queues;
+    /// `None`: the shared result queue.
+    reply_to: Option<String>,
 }
 
 impl WebState {
@@ -82,7 +85,17 @@ impl WebState {
             uploads: Arc::new(Semaphore::new(settings.max_uploads)),
             settings,
             controller: None,
+            reply_to: None,
         }
+    }
+
+    /// Results come back on `queue`, this replica's own: jobs name it as
+    /// their reply-to and the result router drains it instead of the
+    /// shared result queue.
+    pub fn with_reply_queue(mut self, queue: Arc<dyn crate::queue::Queue>) -> WebState {
+        self.reply_to = Some(queue.name().to_owned());
+        self.services.results = queue;
+        self
     }
 
     pub fn with_controller(mut self, status: SharedStatus) -> WebState {
@@ -330,6 +343,7 @@ async fn submit(
         content_type: upload.content_type,
         submitted_at_ms: unix_millis(),
         attempt: 1,
+        reply_to: state.reply_to.clone(),
     };
     let body = serde_json::to_string(&request).expect("job requests serialise");
     if let Err(e) = state.services.requests.send(&body).await {

@@ -398,6 +398,10 @@ impl Worker {
             // Its input stays for a redrive.
             Ending::DeadLetter => (true, None),
         };
+        // Answers go to the web tier replica the job names, if any.
+        let reply_to = serde_json::from_str::<JobRequest>(&message.body)
+            .ok()
+            .and_then(|request| request.reply_to);
         Publication {
             services: self.services.clone(),
             leases: Arc::clone(leases),
@@ -405,6 +409,7 @@ impl Worker {
             result,
             dead_letter,
             input_key,
+            reply_to,
         }
     }
 

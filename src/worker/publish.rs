@@ -28,6 +28,8 @@ pub(super) struct Publication {
     /// The input to delete once the job is done (its result is the record
     /// now); None keeps it (given-up jobs keep theirs for a redrive).
     pub(super) input_key: Option<String>,
+    /// The web tier replica's queue the job named, if any.
+    pub(super) reply_to: Option<String>,
 }
 
 /// How a publication ended.
@@ -92,8 +94,12 @@ impl Publication {
                 return Ok(Published::LeaseLost);
             }
             self.services
-                .results
-                .send(&announcement)
+                .replies
+                .announce(
+                    self.reply_to.as_deref(),
+                    self.services.results.as_ref(),
+                    &announcement,
+                )
                 .await
                 .with_context(|| format!("announcing result of job {job_id}"))?;
         }

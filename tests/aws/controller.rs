@@ -39,7 +39,8 @@ fn the_fleet_follows_the_backlog_and_survives_restarts() {
     // Only the AMI comes from the environment; everything else derives
     // from the fleet name, as for an operator after `aws setup`.
     let env = [("IMAGEFLEET_WORKER_IMAGE_ID", image.as_str())];
-    let args = controller_args(fleet_name, &[]);
+    let data = tempfile::tempdir().unwrap();
+    let args = controller_args(fleet_name, data.path(), &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let fleet = Ec2Fleet::new(clients, config);
     // Every instance of the fleet, draining ones included, against the cap.
@@ -116,7 +117,8 @@ fn dry_run_prints_the_plan_and_launches_nothing() {
             requests.send(&format!("job {i}")).await.unwrap();
         }
     });
-    let args = controller_args(&moto.name, &["--dry-run"]);
+    let data = tempfile::tempdir().unwrap();
+    let args = controller_args(&moto.name, data.path(), &["--dry-run"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut controller = Process::start(&args, &[("IMAGEFLEET_WORKER_IMAGE_ID", &moto.image)]);
     let expected = "plan: launch 4 (desired 4, running 0; visible 35, in flight 0; \
@@ -127,6 +129,56 @@ fn dry_run_prints_the_plan_and_launches_nothing() {
     });
     assert!(controller.stop().success());
     let fleet = Ec2Fleet::new(clients, config);
+    assert!(runtime.block_on(fleet.list()).unwrap().is_empty());
+    runtime.block_on(moto.teardown());
+}
+
+/// A launch that fails is retried with backoff, not every tick, and the
+/// controller says why on GET /status (`--status-listen`).
+#[test]
+fn a_failing_launch_shows_in_the_controllers_status() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let moto = runtime.block_on(MotoFleet::setup("failing"));
+    runtime.block_on(async {
+        let requests = SqsQueue::open(moto.clients.sqs.clone(), &moto.config.requests_queue)
+            .await
+            .unwrap();
+        for i in 0..35 {
+            requests.send(&format!("job {i}")).await.unwrap();
+        }
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    let args = controller_args(&moto.name, data.path(), &["--status-listen", &listen]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut controller = Process::start(
+        &args,
+        &[
+            ("IMAGEFLEET_WORKER_IMAGE_ID", &moto.image),
+            ("IMAGEFLEET_WORKER_SUBNETS", "subnet-00000000000000000"),
+        ],
+    );
+    let error = wait_for(
+        "the launch error in /status",
+        Duration::from_secs(20),
+        || {
+            let status: serde_json::Value =
+                reqwest::blocking::get(format!("http://{listen}/status"))
+                    .ok()?
+                    .json()
+                    .ok()?;
+            let error = status["last_error"].as_str()?.to_owned();
+            error.contains("next attempt in").then_some(error)
+        },
+    );
+    assert!(error.contains("InvalidSubnetID"), "{error}");
+    assert!(controller.stop().success());
+    let fleet = Ec2Fleet::new(&moto.clients, &moto.config);
     assert!(runtime.block_on(fleet.list()).unwrap().is_empty());
     runtime.block_on(moto.teardown());
 }

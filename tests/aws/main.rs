@@ -5,12 +5,18 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod imds;
 mod moto;
+mod policy;
 
+mod asg;
 mod controller;
 mod fleet;
+mod iam;
 mod lifecycle;
 mod pipeline;
 mod queue;
+mod replicas;
 mod setup;
 mod store;
+mod worker_binary;

@@ -51,9 +51,10 @@ pub async fn any_image(clients: &AwsClients) -> String {
         .expect("moto lists at least one AMI")
 }
 
-/// `imagefleet controller --backend aws --fleet NAME`, ticking fast enough
-/// for a test, plus `extra` flags.
-pub fn controller_args(fleet: &str, extra: &[&str]) -> Vec<String> {
+/// `imagefleet controller --backend aws --fleet NAME --data-dir DIR`,
+/// ticking fast enough for a test, plus `extra` flags. The data dir holds
+/// the record of launched instances; a restarted controller gets the same.
+pub fn controller_args(fleet: &str, data_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "controller",
         "--backend",
@@ -62,6 +63,8 @@ pub fn controller_args(fleet: &str, extra: &[&str]) -> Vec<String> {
         fleet,
         "--interval-ms",
         "300",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -97,9 +100,10 @@ impl MotoFleet {
     }
 
     pub async fn teardown(&self) {
-        imagefleet::commands::aws::teardown(&self.clients, &self.config)
+        let report = imagefleet::commands::aws::teardown(&self.clients, &self.config)
             .await
             .unwrap();
+        assert!(report.refused.is_empty(), "{report:?}");
     }
 }
 
@@ -145,4 +149,120 @@ pub async fn live_instances(fleet: &imagefleet::fleet::Ec2Fleet) -> Vec<String> 
         .filter(|i| i.state != InstanceState::Draining)
         .map(|i| i.id)
         .collect()
+}
+
+/// The default VPC's subnets (one per availability zone) and its default
+/// security group, as a first deployment would use them.
+pub struct Network {
+    pub subnets: Vec<String>,
+    pub security_group: String,
+}
+
+pub async fn default_network(clients: &AwsClients) -> Network {
+    use aws_sdk_ec2::types::Filter;
+    let subnets = clients
+        .ec2
+        .describe_subnets()
+        .filters(
+            Filter::builder()
+                .name("default-for-az")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSubnets on moto");
+    let mut subnets: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_owned))
+        .collect();
+    subnets.sort();
+    let groups = clients
+        .ec2
+        .describe_security_groups()
+        .filters(
+            Filter::builder()
+                .name("group-name")
+                .values("default")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSecurityGroups on moto");
+    let security_group = groups
+        .security_groups()
+        .first()
+        .and_then(|g| g.group_id())
+        .expect("the default VPC has a default security group")
+        .to_owned();
+    Network {
+        subnets,
+        security_group,
+    }
+}
+
+/// Creates the worker role and an instance profile of the same name in
+/// moto's IAM (the tests build no IAM client; the query API is three
+/// form posts). RunInstances on moto refuses a profile that does not exist.
+pub fn create_instance_profile(name: &str) {
+    let endpoint = require_endpoint();
+    let client = reqwest::blocking::Client::new();
+    let trust = include_str!("../../worker/ami/iam/worker-trust.json");
+    for form in [
+        vec![
+            ("Action", "CreateRole"),
+            ("RoleName", name),
+            ("AssumeRolePolicyDocument", trust),
+        ],
+        vec![
+            ("Action", "CreateInstanceProfile"),
+            ("InstanceProfileName", name),
+        ],
+        vec![
+            ("Action", "AddRoleToInstanceProfile"),
+            ("InstanceProfileName", name),
+            ("RoleName", name),
+        ],
+    ] {
+        let mut form = form;
+        form.push(("Version", "2010-05-08"));
+        let response = client
+            .post(&endpoint)
+            // moto routes by the credential scope; it checks no signature.
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .form(&form)
+            .send()
+            .expect("IAM request to moto");
+        let status = response.status();
+        let body = response.text().unwrap_or_default();
+        assert!(status.is_success(), "{form:?}: {status} {body}");
+    }
+}
+
+/// An `imagefleet worker` process standing in for EC2 instance `id`,
+/// configured from the instance's own user data (as cloud-init would do),
+/// the repository's model instead of the AMI's, and `extra` variables.
+pub fn instance_worker(
+    runtime: &tokio::runtime::Runtime,
+    fleet: &imagefleet::fleet::Ec2Fleet,
+    id: Option<&str>,
+    user_data_of: &str,
+    extra: &[(&str, &str)],
+) -> crate::support::Process {
+    let text = runtime.block_on(fleet.user_data(user_data_of)).unwrap();
+    let env = imagefleet::aws::user_data::parse_env(&text);
+    assert!(!env.is_empty(), "instance {user_data_of} has no worker env");
+    let model = crate::support::repo_root().join("models/model.toml");
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.push(("IMAGEFLEET_MODEL", model.to_str().unwrap()));
+    all.extend_from_slice(extra);
+    let mut args = vec!["worker"];
+    if let Some(id) = id {
+        args.extend(["--instance-id", id]);
+    }
+    crate::support::Process::start(&args, &all)
 }

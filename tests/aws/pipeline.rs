@@ -111,7 +111,8 @@ fn uploads_go_through_sqs_workers_and_s3_while_the_fleet_scales() {
         "240",
     ]);
     // At most 4 instances: each one is a worker process on this machine.
-    let args = controller_args(fleet_name, &["--max-instances", "4"]);
+    let data = tempfile::tempdir().unwrap();
+    let args = controller_args(fleet_name, data.path(), &["--max-instances", "4"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut controller = Process::start(&args, &[("IMAGEFLEET_WORKER_IMAGE_ID", &moto.image)]);
     // The mirror follows the fleet the controller sizes, and samples it.

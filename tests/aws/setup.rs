@@ -1,10 +1,13 @@
-//! `imagefleet aws setup|status|teardown` against moto: idempotent setup,
-//! the redrive policy, and a teardown that leaves nothing behind.
+//! `imagefleet aws setup|status|teardown` against moto: idempotent setup
+//! (no empty updates, checked on the recorded calls), the redrive policy,
+//! tags and lifecycle rules, and a teardown that leaves nothing of the
+//! fleet's behind and nothing else touched.
 
 use std::process::{Command, Stdio};
 
 use crate::moto::{clients, config, unique_fleet};
 use aws_sdk_sqs::types::QueueAttributeName;
+use imagefleet::aws::config::FLEET_TAG;
 use imagefleet::aws::{AwsClients, AwsConfig};
 use imagefleet::commands::aws::{self as provision, Outcome};
 
@@ -114,15 +117,18 @@ async fn setup_twice_leaves_one_of_each_resource() {
         config.max_receives.to_string()
     );
 
-    let status = provision::status(&clients, &config).await.unwrap();
+    let status = provision::status(&clients, &config).await;
     assert!(status.complete(), "{status:?}");
     assert!(status.instances.is_empty());
 
-    let removed = provision::teardown(&clients, &config).await.unwrap();
+    let removed = provision::teardown(&clients, &config)
+        .await
+        .unwrap()
+        .removed;
     assert_eq!(removed.len(), 5, "{removed:?}");
     assert!(queues_of(&clients, &fleet).await.is_empty());
     assert!(buckets_of(&clients, &fleet).await.is_empty());
-    let status = provision::status(&clients, &config).await.unwrap();
+    let status = provision::status(&clients, &config).await;
     assert!(!status.complete());
     assert!(status.queues.iter().all(|q| q.depth.is_none()));
 }
@@ -203,4 +209,186 @@ fn the_cli_sets_up_reports_and_tears_down() {
         !output.status.success(),
         "status of a torn-down fleet is incomplete"
     );
+}
+
+/// Real SQS rejects SetQueueAttributes with an empty attribute map (moto
+/// accepts it): a second setup must send none at all, and a later one
+/// only what changed. Checked on the calls setup really makes.
+#[tokio::test]
+async fn setup_sends_only_real_changes_and_tags_everything() {
+    let fleet = unique_fleet("idem");
+    let config = config(&fleet);
+    let log = imagefleet::aws::calls::CallLog::memory();
+    let clients = AwsClients::recorded(&config, &log).await;
+    provision::setup(&clients, &config).await.unwrap();
+    let first = log.calls().len();
+    let second = provision::setup(&clients, &config).await.unwrap();
+    assert!(
+        second.iter().all(|s| s.outcome == Outcome::Existed),
+        "{second:?}"
+    );
+    let updates: Vec<_> = log.calls()[first..]
+        .iter()
+        .filter(|c| c.operation == "SetQueueAttributes" || c.operation.starts_with("Put"))
+        .cloned()
+        .collect();
+    assert!(
+        updates.is_empty(),
+        "the second setup changed nothing: {updates:?}"
+    );
+
+    // Someone changed the visibility timeout: the next setup puts back
+    // that one attribute, and nothing else.
+    let url = queue_url(&clients, &config.requests_queue).await;
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(QueueAttributeName::VisibilityTimeout, "5")
+        .send()
+        .await
+        .unwrap();
+    let before = log.calls().len();
+    let third = provision::setup(&clients, &config).await.unwrap();
+    let updates: Vec<serde_json::Value> = log.calls()[before..]
+        .iter()
+        .filter(|c| c.operation == "SetQueueAttributes")
+        .map(|c| c.json().unwrap()["Attributes"].clone())
+        .collect();
+    assert_eq!(updates, [serde_json::json!({"VisibilityTimeout": "60"})]);
+    assert!(third
+        .iter()
+        .any(|s| s.name == config.requests_queue && s.outcome == Outcome::Updated));
+    // Never an empty map, in any of the three runs.
+    for call in log
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "SetQueueAttributes")
+    {
+        let attributes = &call.json().unwrap()["Attributes"];
+        assert!(
+            attributes.as_object().is_some_and(|a| !a.is_empty()),
+            "{call:?}"
+        );
+    }
+
+    // Every queue and bucket carries the fleet's tag; the buckets expire
+    // objects after the retention (one day by default).
+    for name in [
+        &config.requests_queue,
+        &config.results_queue,
+        &config.dead_letter_queue,
+    ] {
+        let url = queue_url(&clients, name).await;
+        let tags = clients
+            .sqs
+            .list_queue_tags()
+            .queue_url(url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            tags.tags().and_then(|t| t.get(FLEET_TAG)),
+            Some(&fleet),
+            "{name}"
+        );
+    }
+    for bucket in [&config.input_bucket, &config.output_bucket] {
+        let tags = clients
+            .s3
+            .get_bucket_tagging()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(tags
+            .tag_set()
+            .iter()
+            .any(|t| t.key() == FLEET_TAG && t.value() == fleet));
+        let lifecycle = clients
+            .s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let days: Vec<Option<i32>> = lifecycle
+            .rules()
+            .iter()
+            .map(|r| r.expiration().and_then(|e| e.days()))
+            .collect();
+        assert_eq!(days, [Some(1)], "{bucket}");
+    }
+    provision::teardown(&clients, &config).await.unwrap();
+}
+
+async fn queue_url(clients: &AwsClients, name: &str) -> String {
+    clients
+        .sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// Teardown trusts tags, not names: a queue or bucket that does not carry
+/// the fleet's tag (someone else's, or made by hand) is refused, reported,
+/// and left alone; setup tags resources an older setup left untagged.
+#[tokio::test]
+async fn teardown_refuses_what_is_not_tagged_as_the_fleets() {
+    let fleet = unique_fleet("untagged");
+    let config = config(&fleet);
+    let clients = clients(&config).await;
+    provision::setup(&clients, &config).await.unwrap();
+    let url = queue_url(&clients, &config.results_queue).await;
+    clients
+        .sqs
+        .untag_queue()
+        .queue_url(&url)
+        .tag_keys(FLEET_TAG)
+        .send()
+        .await
+        .unwrap();
+    clients
+        .s3
+        .delete_bucket_tagging()
+        .bucket(&config.input_bucket)
+        .send()
+        .await
+        .unwrap();
+
+    let report = provision::teardown(&clients, &config).await.unwrap();
+    assert_eq!(report.refused.len(), 2, "{report:?}");
+    assert!(
+        report.refused[0].contains(&config.results_queue),
+        "{report:?}"
+    );
+    assert!(
+        report.refused[1].contains(&config.input_bucket),
+        "{report:?}"
+    );
+    assert_eq!(report.removed.len(), 3, "{report:?}");
+    assert_eq!(
+        queues_of(&clients, &fleet).await.len(),
+        1,
+        "the untagged queue stays"
+    );
+    assert_eq!(
+        buckets_of(&clients, &fleet).await,
+        std::slice::from_ref(&config.input_bucket)
+    );
+
+    // Setup claims them again (an older setup made them untagged), and
+    // then teardown takes everything.
+    let steps = provision::setup(&clients, &config).await.unwrap();
+    assert!(steps
+        .iter()
+        .any(|s| s.name == config.results_queue && s.outcome == Outcome::Updated));
+    let report = provision::teardown(&clients, &config).await.unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert!(queues_of(&clients, &fleet).await.is_empty());
+    assert!(buckets_of(&clients, &fleet).await.is_empty());
 }

@@ -63,9 +63,23 @@ impl Server {
     }
 
     pub fn start_in(args: &[&str], data_dir: &Path) -> Server {
+        Server::start_in_with_env(args, data_dir, &[])
+    }
+
+    /// As `start`, with these environment variables set for the process.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("data");
+        let mut server = Server::start_in_with_env(args, &data_dir, env);
+        server._temp = Some(temp);
+        server
+    }
+
+    pub fn start_in_with_env(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
             .args(args)
+            .envs(env.iter().copied())
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")

@@ -7,8 +7,8 @@
 # Usage: worker/ami/bake.sh s3://BUCKET/PREFIX
 #   (upload first: worker/ami/upload-artifacts.sh s3://BUCKET/PREFIX)
 # Environment: the standard AWS variables; optional
-#   BAKE_INSTANCE_TYPE (default c7g.large; must match the binary's arch),
-#   BAKE_ARCH (arm64 or x86_64, default arm64),
+#   BAKE_INSTANCE_TYPE (default c7i.large; must match the binary's arch),
+#   BAKE_ARCH (x86_64 or arm64, default x86_64, as scripts/build-worker),
 #   BAKE_INSTANCE_PROFILE (a profile that can read the artifacts;
 #     the worker profile from worker/ami/iam/ does),
 #   BAKE_SUBNET, BAKE_SECURITY_GROUP.
@@ -16,8 +16,8 @@ set -euo pipefail
 
 artifacts="${1:?usage: bake.sh s3://BUCKET/PREFIX}"
 artifacts="${artifacts%/}"
-arch="${BAKE_ARCH:-arm64}"
-instance_type="${BAKE_INSTANCE_TYPE:-c7g.large}"
+arch="${BAKE_ARCH:-x86_64}"
+instance_type="${BAKE_INSTANCE_TYPE:-c7i.large}"
 here="$(cd "$(dirname "$0")" && pwd)"
 
 # The current AL2023 image, from AWS's public parameter (no hard-coded id).
@@ -48,6 +48,7 @@ trap 'rm -f "$user_data"' EXIT
 
 run_args=(--image-id "$base_ami" --instance-type "$instance_type"
     --user-data "file://$user_data" --instance-initiated-shutdown-behavior stop
+    --metadata-options HttpTokens=required,HttpPutResponseHopLimit=1,HttpEndpoint=enabled
     --tag-specifications 'ResourceType=instance,Tags=[{Key=Name,Value=imagefleet-ami-bake}]'
     --query 'Instances[0].InstanceId' --output text)
 [[ -n "${BAKE_INSTANCE_PROFILE:-}" ]] && run_args+=(--iam-instance-profile "Name=$BAKE_INSTANCE_PROFILE")
