@@ -2,6 +2,7 @@
 //! fleet, asks the policy for a count, plans the difference within the
 //! limits, and applies it (or, in dry run, prints it).
 
+mod activity;
 pub mod plan;
 mod status;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+pub use activity::{Activity, ScaleEvent};
 pub use plan::{Action, Limits, Plan};
 pub use status::{ControllerStatus, SharedStatus};
 
