@@ -66,6 +66,11 @@ pub struct JobRequest {
     pub content_type: String,
     pub submitted_at_ms: u64,
     pub attempt: u32,
+    /// The web request that queued the job (its `X-Request-Id`), so the
+    /// worker's log lines can be found from the client's. Absent in
+    /// messages queued before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The result object (output bucket, key `JobId::output_key`) and the
@@ -220,6 +225,14 @@ mod tests {
         }
         let newer: FailureKind = serde_json::from_value("from_the_future".into()).unwrap();
         assert_eq!(newer, FailureKind::Unknown);
+    }
+
+    #[test]
+    fn requests_without_a_request_id_still_parse() {
+        let old = r#"{"job_id":"5b0c0a5e-0a43-4a37-9d43-7a1b0c2d3e4f","input_key":"k",
+            "file_name":"a.png","content_type":"image/png","submitted_at_ms":1,"attempt":1}"#;
+        let request: JobRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(request.request_id, None);
     }
 
     #[test]

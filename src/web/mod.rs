@@ -4,6 +4,8 @@
 mod error;
 mod results;
 mod upload;
+// For people (issue 16): pages, dashboard, metrics, request ids.
+mod request_id;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -84,6 +87,7 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 
@@ -304,6 +308,7 @@ async fn submit(state: &WebState, id: JobId, upload: Upload) -> Result<(), ApiEr
         content_type,
         submitted_at_ms: unix_millis(),
         attempt: 1,
+        request_id: request_id::current(),
     };
     let body = serde_json::to_string(&request).expect("job requests serialise");
     if let Err(e) = state.services.requests.send(&body).await {

@@ -14,6 +14,7 @@
 
 mod lease;
 mod publish;
+mod span;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use imagefleet_worker::Classifier;
+use tracing::Instrument;
 
 use crate::fleet::ActivityReporter;
 use crate::job::{
@@ -141,20 +143,26 @@ impl Worker {
             if ahead.is_empty() && prefetch.is_none() {
                 prefetch = Some(self.spawn_prefetch(&leases));
             }
-            match self.attempt(&message, &leases).await {
-                Attempt::Finished(publication) => {
-                    completed += publishing.start(publication).await;
-                }
-                Attempt::Failed(error) if message.receive_count >= MAX_ATTEMPTS => {
-                    let publication = self.give_up(&message, &leases, &error);
-                    completed += publishing.start(publication).await;
-                }
-                Attempt::Failed(error) => {
-                    leases.forget(&message.receipt);
-                    let delay = retry_delay(message.receive_count);
-                    retry_later(self.services.requests.as_ref(), &message, delay, &error).await;
+            // Every line about the job, here and in its publication,
+            // carries its job and request ids.
+            let span = span::for_message(&message);
+            completed += async {
+                match self.attempt(&message, &leases).await {
+                    Attempt::Finished(publication) => publishing.start(publication).await,
+                    Attempt::Failed(error) if message.receive_count >= MAX_ATTEMPTS => {
+                        let publication = self.give_up(&message, &leases, &error);
+                        publishing.start(publication).await
+                    }
+                    Attempt::Failed(error) => {
+                        leases.forget(&message.receipt);
+                        let delay = retry_delay(message.receive_count);
+                        retry_later(self.services.requests.as_ref(), &message, delay, &error).await;
+                        0
+                    }
                 }
             }
+            .instrument(span)
+            .await;
         }
         // Stopping: what was fetched but not started goes back at once.
         if let Some(task) = prefetch.take() {

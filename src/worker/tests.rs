@@ -196,6 +196,7 @@ async fn queue_cats(services: &Services, count: usize) -> Vec<JobId> {
             content_type: "image/jpeg".into(),
             submitted_at_ms: unix_millis(),
             attempt: 0,
+            request_id: None,
         };
         services
             .requests

@@ -50,6 +50,7 @@ fn request(job_id: JobId, input_key: &str) -> String {
         content_type: "image/jpeg".into(),
         submitted_at_ms: unix_millis(),
         attempt: 1,
+        request_id: None,
     })
     .unwrap()
 }

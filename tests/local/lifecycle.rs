@@ -42,6 +42,7 @@ fn queue_jobs(services: &Services, image: &[u8], count: usize) -> Vec<JobId> {
                 content_type: "image/png".into(),
                 submitted_at_ms: unix_millis(),
                 attempt: 1,
+                request_id: None,
             };
             let body = serde_json::to_string(&request).unwrap();
             services.requests.send(&body).await.unwrap();

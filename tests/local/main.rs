@@ -9,4 +9,5 @@ mod architecture;
 mod cli;
 mod controller;
 mod lifecycle;
+mod people;
 mod pipeline;
