@@ -5,7 +5,11 @@ mod error;
 mod results;
 mod upload;
 // For people (issue 16): pages, dashboard, metrics, request ids.
+mod dashboard;
+mod html;
+mod pages;
 mod request_id;
+mod telemetry;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use crate::controller::SharedStatus;
 use crate::job::{unix_millis, FailureKind, JobId, JobRequest, JobResult, Outcome};
 use crate::services::Services;
 use crate::shutdown::Shutdown;
+use telemetry::{ResultTap, Telemetry};
 use upload::{read_upload, Upload};
 
 #[derive(Debug, Clone)]
@@ -59,6 +64,8 @@ pub struct WebState {
     settings: WebSettings,
     /// The controller's view, when one runs in this process.
     controller: Option<SharedStatus>,
+    /// Metrics, and the dashboard's history and live feed.
+    telemetry: Telemetry,
 }
 
 impl WebState {
@@ -68,6 +75,8 @@ impl WebState {
             router: ResultRouter::default(),
             settings,
             controller: None,
+            // Fails only if two metrics share a name: a bug, found by any test.
+            telemetry: Telemetry::new().expect("the metrics register"),
         }
     }
 
@@ -86,7 +95,17 @@ pub fn router(state: WebState) -> Router {
         .route("/jobs/{id}", get(job_status))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/metrics", get(telemetry::metrics))
+        .merge(pages::routes())
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(limit))
+        // Outermost last: a request gets its id first, then is counted,
+        // then (from a browser) answered as a page.
+        .layer(middleware::from_fn(pages::html_for_browsers))
+        .layer(middleware::from_fn_with_state(
+            state.telemetry.clone(),
+            telemetry::track_uploads,
+        ))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }
@@ -103,12 +122,11 @@ pub async fn serve(
     // The pump outlives the listener: it stops only once the open requests
     // are answered, with its own signal.
     let (pump_trigger, pump_shutdown) = Shutdown::new();
-    let pump = tokio::spawn(
-        state
-            .router
-            .clone()
-            .pump(Arc::clone(&state.services.results), pump_shutdown),
-    );
+    let results = ResultTap::wrap(Arc::clone(&state.services.results), state.telemetry.clone());
+    let pump = tokio::spawn(state.router.clone().pump(results, pump_shutdown));
+    // Stops with the listener, which ends the dashboards' event streams
+    // (they would otherwise hold the graceful shutdown open).
+    let sampler = tokio::spawn(telemetry::sample_until(state.clone(), shutdown.clone()));
     let router_handle = state.router.clone();
     let drain = state.settings.drain_timeout;
     let mut stop = shutdown.clone();
@@ -140,6 +158,7 @@ pub async fn serve(
     };
     pump_trigger.trigger();
     let _ = pump.await;
+    let _ = sampler.await;
     served?;
     Ok(())
 }

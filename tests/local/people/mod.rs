@@ -2,7 +2,11 @@
 //! browser, too), the Prometheus metrics, request ids and JSON logs, and
 //! the load generator's report.
 
+mod dashboard;
 mod logs;
+mod metrics;
+mod pages;
+mod prometheus;
 
 use std::net::TcpListener;
 use std::time::Duration;
