@@ -3,6 +3,7 @@
 //! the load generator's report.
 
 mod dashboard;
+mod load;
 mod logs;
 mod metrics;
 mod pages;
