@@ -2,12 +2,14 @@
 //! browser, too), the Prometheus metrics, request ids and JSON logs, and
 //! the load generator's report.
 
+mod browser;
 mod dashboard;
 mod load;
 mod logs;
 mod metrics;
 mod pages;
 mod prometheus;
+mod webdriver;
 
 use std::net::TcpListener;
 use std::time::Duration;
