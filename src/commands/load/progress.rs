@@ -32,7 +32,7 @@ impl Progress {
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} {per_sec} {msg}",
+                    "{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len}, {eta} left {msg}",
                 )
                 .expect("the template is valid")
                 .progress_chars("=> "),

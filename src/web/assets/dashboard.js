@@ -9,6 +9,7 @@
   const MAX_WINDOW_MS = 5 * 60 * 1000;
   const MAX_SAMPLES = 300;
   const SVG = "http://www.w3.org/2000/svg";
+  const SHOWN_ACTIONS = 10;
   let samples = [];
 
   const $ = (id) => document.getElementById(id);
@@ -103,7 +104,7 @@
       list.append(none);
       return;
     }
-    for (const action of recent.slice().reverse()) {
+    for (const action of recent.slice(-SHOWN_ACTIONS).reverse()) {
       const item = document.createElement("li");
       const when = document.createElement("span");
       when.className = "when";
@@ -138,7 +139,11 @@
   function draw() {
     const svg = $("chart");
     svg.replaceChildren();
-    const left = 40, right = 632, width = right - left;
+    // As many units as pixels, so the labels keep their size on a phone.
+    const shown = Math.round(svg.getBoundingClientRect().width) || 640;
+    const total = Math.max(320, shown);
+    svg.setAttribute("viewBox", "0 0 " + total + " 260");
+    const left = 40, right = total - 8, width = right - left;
     const panels = [
       { top: 12, bottom: 118, title: "backlog" },
       { top: 146, bottom: 236, title: "instances" },
@@ -201,6 +206,7 @@
     return points.map(([px, py]) => px.toFixed(1) + "," + py.toFixed(1)).join(" ");
   }
 
+  window.addEventListener("resize", draw);
   draw();
   connect();
 })();
