@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::args::WebArgs;
+use crate::commands::logging::{LogFormat, LOG_FORMAT_ENV};
 use crate::commands::{
     aws::AwsCommand, classify::ClassifyArgs, controller::ControllerArgs, dlq::DlqCommand,
     load::LoadArgs, plan::PlanArgs, policy::PolicyCommand, serve::ServeArgs,
@@ -19,6 +20,9 @@ use crate::commands::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as readable text or as JSON objects (one per line).
+    #[arg(long, global = true, value_enum, env = LOG_FORMAT_ENV, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -71,6 +71,15 @@ pub struct JobRequest {
     /// lack the field and still parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The web request that queued the job (its `X-Request-Id`), so the
+    /// worker's log lines can be found from the client's. Absent in
+    /// messages queued before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Keep the input once the job is answered (the upload page shows it
+    /// back), until the retention; by default it is deleted then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_input: bool,
 }
 
 /// The result object (output bucket, key `JobId::output_key`) and the
@@ -245,6 +254,14 @@ mod tests {
         let back: JobRequest =
             serde_json::from_str(&serde_json::to_string(&routed).unwrap()).unwrap();
         assert_eq!(back, routed);
+    }
+
+    #[test]
+    fn requests_without_a_request_id_still_parse() {
+        let old = r#"{"job_id":"5b0c0a5e-0a43-4a37-9d43-7a1b0c2d3e4f","input_key":"k",
+            "file_name":"a.png","content_type":"image/png","submitted_at_ms":1,"attempt":1}"#;
+        let request: JobRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(request.request_id, None);
     }
 
     #[test]

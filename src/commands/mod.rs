@@ -8,6 +8,7 @@ pub mod classify;
 pub mod controller;
 pub mod dlq;
 pub mod load;
+pub mod logging;
 pub mod plan;
 pub mod policy;
 pub mod serve;

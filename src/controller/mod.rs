@@ -2,6 +2,7 @@
 //! fleet, asks the policy for a count, plans the difference within the
 //! limits, and applies it (or, in dry run, prints it).
 
+mod activity;
 pub mod plan;
 mod status;
 #[cfg(test)]
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use tracing::Instrument;
 
+pub use activity::{Activity, ScaleEvent};
 pub use plan::{Action, Limits, Plan};
 pub use status::{ControllerStatus, SharedStatus};
 
@@ -139,12 +142,18 @@ impl Controller {
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.requested() => break,
                 _ = ticker.tick() => {}
             }
-            if let Err(e) = self.tick().await {
+            // The controller serves no request, so its lines carry the tick
+            // instead: the lines of one decision read together.
+            ticks += 1;
+            let span = tracing::info_span!("tick", n = ticks);
+            if let Err(e) = self.tick().instrument(span.clone()).await {
+                let _in_tick = span.enter();
                 tracing::error!(error = format!("{e:#}"), "controller tick failed");
                 self.status.record_error(format!("{e:#}"));
             }

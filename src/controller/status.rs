@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::{ControllerSettings, Limits, Plan};
+use super::{Activity, ControllerSettings, Limits, Plan};
 use crate::fleet::Instance;
 use crate::job::unix_millis;
 use crate::policy::PolicyStatus;
@@ -22,6 +22,8 @@ pub struct ControllerStatus {
     /// Why the last tick could not complete, if it could not.
     pub last_error: Option<String>,
     pub updated_at_ms: u64,
+    /// Counts and recent scaling actions since the start (dashboard, metrics).
+    pub activity: Activity,
 }
 
 #[derive(Clone)]
@@ -39,6 +41,7 @@ impl SharedStatus {
             instances: Vec::new(),
             last_error: None,
             updated_at_ms: unix_millis(),
+            activity: Activity::default(),
         })))
     }
 
@@ -47,11 +50,15 @@ impl SharedStatus {
     }
 
     pub(super) fn record(&self, plan: &Plan, instances: Vec<Instance>, policy: PolicyStatus) {
-        let mut status = self.lock();
+        let mut guard = self.lock();
+        let status = &mut *guard;
+        let before = std::mem::replace(&mut status.policy, policy);
+        status
+            .activity
+            .tick(plan, status.dry_run, &before, &status.policy);
         status.last_plan_text = Some(plan.to_string());
         status.last_plan = Some(plan.clone());
         status.instances = instances;
-        status.policy = policy;
         status.last_error = None;
         status.updated_at_ms = unix_millis();
     }
@@ -59,6 +66,7 @@ impl SharedStatus {
     pub(super) fn record_error(&self, error: String) {
         let mut status = self.lock();
         status.last_error = Some(error);
+        status.activity.tick_errors += 1;
         status.updated_at_ms = unix_millis();
     }
 

@@ -6,6 +6,12 @@ mod error;
 mod listener;
 mod results;
 mod upload;
+// For people (issue 16): pages, dashboard, metrics, request ids.
+mod dashboard;
+mod html;
+mod pages;
+mod request_id;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +19,7 @@ use std::time::{Duration, Instant};
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,6 +35,7 @@ use crate::controller::SharedStatus;
 use crate::job::{unix_millis, FailureKind, JobId, JobRequest, JobResult, Outcome};
 use crate::services::Services;
 use crate::shutdown::Shutdown;
+use telemetry::{ResultTap, Telemetry};
 use upload::{store_upload, UploadLimits};
 
 #[derive(Debug, Clone)]
@@ -75,6 +83,8 @@ pub struct WebState {
     /// This replica's own reply queue (AWS), named in every job it queues;
     /// `None`: the shared result queue.
     reply_to: Option<String>,
+    /// Metrics, and the dashboard's history and live feed.
+    telemetry: Telemetry,
 }
 
 impl WebState {
@@ -86,6 +96,8 @@ impl WebState {
             settings,
             controller: None,
             reply_to: None,
+            // Fails only if two metrics share a name: a bug, found by any test.
+            telemetry: Telemetry::new().expect("the metrics register"),
         }
     }
 
@@ -116,13 +128,29 @@ pub fn router(state: WebState) -> Router {
         .route("/jobs/{id}", get(job_status))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/metrics", get(telemetry::metrics))
+        .merge(pages::routes())
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost last: a request gets its id first, then is counted,
+        // then (from a browser) answered as a page.
+        .layer(middleware::from_fn(pages::html_for_browsers))
+        .layer(middleware::from_fn_with_state(
+            state.telemetry.clone(),
+            telemetry::track_uploads,
+        ))
+        .layer(middleware::from_fn(request_id::layer))
         .with_state(state);
     match token {
-        Some(token) => router.layer(axum::middleware::from_fn_with_state(
-            auth::Token(token.into()),
-            auth::require_token,
-        )),
+        Some(token) => {
+            let token = auth::Token(token.into());
+            router
+                .route("/login", post(auth::login).with_state(token.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    token,
+                    auth::require_token,
+                ))
+        }
         None => router,
     }
 }
@@ -139,12 +167,11 @@ pub async fn serve(
     // The pump outlives the listener: it stops only once the open requests
     // are answered, with its own signal.
     let (pump_trigger, pump_shutdown) = Shutdown::new();
-    let pump = tokio::spawn(
-        state
-            .router
-            .clone()
-            .pump(Arc::clone(&state.services.results), pump_shutdown),
-    );
+    let results = ResultTap::wrap(Arc::clone(&state.services.results), state.telemetry.clone());
+    let pump = tokio::spawn(state.router.clone().pump(results, pump_shutdown));
+    // Stops with the listener, which ends the dashboards' event streams
+    // (they would otherwise hold the graceful shutdown open).
+    let sampler = tokio::spawn(telemetry::sample_until(state.clone(), shutdown.clone()));
     let router_handle = state.router.clone();
     let drain = state.settings.drain_timeout;
     let limits = state.settings.connections;
@@ -170,6 +197,7 @@ pub async fn serve(
     };
     pump_trigger.trigger();
     let _ = pump.await;
+    let _ = sampler.await;
     Ok(())
 }
 
@@ -186,6 +214,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 async fn classify_upload(
     State(state): State<WebState>,
     headers: HeaderMap,
+    keep_input: Option<axum::Extension<pages::KeepInput>>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let json = wants_json(&headers);
@@ -193,7 +222,7 @@ async fn classify_upload(
     let result = async {
         let id = JobId::new();
         let mut waiter = state.router.wait_for(id);
-        submit(&state, id, multipart).await?;
+        submit(&state, id, multipart, keep_input.is_some()).await?;
         let waited = tokio::select! {
             received = tokio::time::timeout(state.settings.result_timeout, &mut waiter.receiver) => {
                 received.ok().and_then(Result::ok)
@@ -283,7 +312,7 @@ async fn submit_job(
 ) -> Response {
     let result = async {
         let id = JobId::new();
-        submit(&state, id, multipart).await?;
+        submit(&state, id, multipart, false).await?;
         Ok::<_, ApiError>(id)
     }
     .await;
@@ -310,6 +339,7 @@ async fn submit(
     state: &WebState,
     id: JobId,
     multipart: Result<Multipart, MultipartRejection>,
+    keep_input: bool,
 ) -> Result<(), ApiError> {
     let turn = tokio::time::timeout(UPLOAD_QUEUE_WAIT, state.uploads.clone().acquire_owned());
     let _permit = turn.await.ok().and_then(Result::ok).ok_or_else(|| {
@@ -344,6 +374,8 @@ async fn submit(
         submitted_at_ms: unix_millis(),
         attempt: 1,
         reply_to: state.reply_to.clone(),
+        keep_input,
+        request_id: request_id::current(),
     };
     let body = serde_json::to_string(&request).expect("job requests serialise");
     if let Err(e) = state.services.requests.send(&body).await {

@@ -14,6 +14,7 @@
 
 mod lease;
 mod publish;
+mod span;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use imagefleet_worker::Classifier;
+use tracing::Instrument;
 
 use crate::fleet::ActivityReporter;
 use crate::job::{
@@ -87,8 +89,9 @@ enum Attempt {
 
 /// How a job leaves the worker.
 enum Ending {
-    /// With its result (a label or a final refusal); its input has served.
-    Done { input_key: String },
+    /// With its result (a label or a final refusal); its input has served,
+    /// unless the job asked to keep it (None).
+    Done { input_key: Option<String> },
     /// Set aside in the dead-letter queue for an operator.
     DeadLetter,
 }
@@ -152,20 +155,26 @@ impl Worker {
             if ahead.is_empty() && prefetch.is_none() {
                 prefetch = Some(self.spawn_prefetch(&leases));
             }
-            match self.attempt(&message, &leases).await {
-                Attempt::Finished(publication) => {
-                    completed += publishing.start(*publication).await;
-                }
-                Attempt::Failed(error) if message.receive_count >= MAX_ATTEMPTS => {
-                    let publication = self.give_up(&message, &leases, &error);
-                    completed += publishing.start(publication).await;
-                }
-                Attempt::Failed(error) => {
-                    leases.forget(&message.receipt);
-                    let delay = retry_delay(message.receive_count);
-                    retry_later(self.services.requests.as_ref(), &message, delay, &error).await;
+            // Every line about the job, here and in its publication,
+            // carries its job and request ids.
+            let span = span::for_message(&message);
+            completed += async {
+                match self.attempt(&message, &leases).await {
+                    Attempt::Finished(publication) => publishing.start(*publication).await,
+                    Attempt::Failed(error) if message.receive_count >= MAX_ATTEMPTS => {
+                        let publication = self.give_up(&message, &leases, &error);
+                        publishing.start(publication).await
+                    }
+                    Attempt::Failed(error) => {
+                        leases.forget(&message.receipt);
+                        let delay = retry_delay(message.receive_count);
+                        retry_later(self.services.requests.as_ref(), &message, delay, &error).await;
+                        0
+                    }
                 }
             }
+            .instrument(span)
+            .await;
         }
         // Stopping: what was fetched but not started goes back at once.
         if let Some(task) = prefetch.take() {
@@ -321,7 +330,7 @@ impl Worker {
         tracing::debug!(job = %request.job_id, ms = started.elapsed().as_secs_f64() * 1e3, "job computed");
         let json = serde_json::to_string(&result).expect("results serialise");
         let ending = Ending::Done {
-            input_key: request.input_key,
+            input_key: (!request.keep_input).then_some(request.input_key),
         };
         Attempt::Finished(Box::new(self.publication(
             message,
@@ -392,9 +401,7 @@ impl Worker {
         ending: Ending,
     ) -> Publication {
         let (dead_letter, input_key) = match ending {
-            Ending::Done { input_key } => {
-                (false, (!self.settings.keep_inputs).then_some(input_key))
-            }
+            Ending::Done { input_key } => (false, input_key.filter(|_| !self.settings.keep_inputs)),
             // Its input stays for a redrive.
             Ending::DeadLetter => (true, None),
         };

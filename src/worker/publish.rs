@@ -195,7 +195,10 @@ impl Publishing {
     /// Finishes the previous publication, then starts this one.
     pub(super) async fn start(&mut self, publication: Publication) -> u64 {
         let completed = self.finish().await;
-        self.0 = Some(tokio::spawn(publication.publish()));
+        // In the job's span (see `Worker::run`), so its lines name the job.
+        self.0 = Some(tokio::spawn(tracing::Instrument::in_current_span(
+            publication.publish(),
+        )));
         completed
     }
 }

@@ -207,6 +207,8 @@ async fn queue_cats(services: &Services, count: usize) -> Vec<JobId> {
             submitted_at_ms: unix_millis(),
             attempt: 0,
             reply_to: None,
+            request_id: None,
+            keep_input: false,
         };
         services
             .requests

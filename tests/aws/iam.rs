@@ -157,6 +157,8 @@ fn every_call_is_allowed_by_its_tiers_policy_and_every_grant_is_needed() {
                     submitted_at_ms: 0,
                     attempt: 1,
                     reply_to: None,
+                    request_id: None,
+                    keep_input: false,
                 };
                 requests
                     .send(&serde_json::to_string(&request).unwrap())

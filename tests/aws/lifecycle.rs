@@ -51,6 +51,8 @@ fn request(job_id: JobId, input_key: &str) -> String {
         submitted_at_ms: unix_millis(),
         attempt: 1,
         reply_to: None,
+        request_id: None,
+        keep_input: false,
     })
     .unwrap()
 }

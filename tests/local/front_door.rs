@@ -193,6 +193,53 @@ fn a_token_guards_every_route_but_healthz() {
         .unwrap();
     assert_eq!(with_cookie.status(), 200);
 
+    // A browser without it gets a form; the right token becomes its cookie.
+    let no_redirects = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = no_redirects
+        .get(server.url("/dashboard"))
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 401);
+    assert!(page.text().unwrap().contains(r#"action="/login""#));
+    let wrong = no_redirects
+        .post(server.url("/login"))
+        .form(&[("token", "not-the-token-at-all")])
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let login = no_redirects
+        .post(server.url("/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let dashboard = client
+        .get(server.url("/dashboard"))
+        .header("Cookie", cookie)
+        .send()
+        .unwrap();
+    assert_eq!(dashboard.status(), 200);
+    // Static assets are the same for everyone.
+    assert_eq!(
+        client
+            .get(server.url("/assets/style.css"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
     // Exposed without a token: refused, with the reason.
     let exposed = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
         .args(["web", "--listen", "0.0.0.0:0", "--data-dir"])

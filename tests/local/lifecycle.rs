@@ -43,6 +43,8 @@ fn queue_jobs(services: &Services, image: &[u8], count: usize) -> Vec<JobId> {
                 submitted_at_ms: unix_millis(),
                 attempt: 1,
                 reply_to: None,
+                request_id: None,
+                keep_input: false,
             };
             let body = serde_json::to_string(&request).unwrap();
             services.requests.send(&body).await.unwrap();

@@ -11,5 +11,6 @@ mod controller;
 mod decode_limits;
 mod front_door;
 mod lifecycle;
+mod people;
 mod pipeline;
 mod sandbox;
