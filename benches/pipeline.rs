@@ -1,14 +1,29 @@
-//! End-to-end throughput of the embedded pipeline: `imagefleet serve` with a
-//! fixed fleet, 100 concurrent uploads of the sample photos per round (as
-//! the classic workload generator sends them), several rounds; prints the
-//! median images per second and latency per worker count. With
-//! `--compare-ort-server PYTHON` the same rounds also go to
-//! benches/ort/ort_server.py (one Python process with onnxruntime, the
-//! baseline to beat), its rounds alternating with imagefleet's, and the
-//! median of the paired ratios is printed.
+//! End-to-end throughput of the service as a user starts it, against the
+//! servers a user would run instead, on a mixed-format workload.
 //!
-//!     cargo bench --bench pipeline [-- --workers 1,2,4 --rounds 5 \
-//!         --compare-ort-server /tmp/ortvenv/bin/python]
+//! Contenders, each started once and kept running:
+//! - `imagefleet serve` with its defaults (a fleet that the policy grows
+//!   from zero and shrinks back when idle);
+//! - `imagefleet serve --workers N` (the fleet held at N), for each N;
+//! - with `--compare-ort-server PYTHON`: benches/ort/ort_server.py, one
+//!   Python process with onnxruntime (the plain baseline);
+//! - with `--compare-bentoml PYTHON`: benches/ort/bento_service.py, BentoML
+//!   with adaptive batching (the framework a user would pick instead).
+//!
+//! Each round sends every contender the same load (default 100 concurrent
+//! clients, 100 uploads) one after the other, so a slow spell of this
+//! shared, noisy machine hits them alike; ratios are medians of the
+//! per-round ratios. The workload is 100 images in ten encodings and sizes
+//! up to 12 megapixels, made from the sample photos by
+//! benches/ort/make_bench_set.py (Pillow) with `--python`, else the first
+//! Python given above; `--samples` uses the three sample photos instead.
+//!
+//!     cargo bench --bench pipeline -- --rounds 5 \
+//!         --compare-ort-server ~/.cache/imagefleet/ort-venv/bin/python \
+//!         --compare-bentoml ~/.cache/imagefleet/bento-venv/bin/python
+//!
+//! `--binary PATH` measures another build of `imagefleet` (e.g. the one
+//! `cargo run` uses); `--workers 1,2` picks the pinned fleets (default 2).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,111 +32,274 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let option = |name: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let workers: Vec<usize> = option("--workers")
-        .unwrap_or_else(|| "1,2,3,4".into())
-        .split(',')
-        .map(|w| w.parse().expect("--workers takes numbers like 1,2,4"))
-        .collect();
-    let rounds: usize = option("--rounds").map_or(5, |r| r.parse().unwrap());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let samples: Vec<PathBuf> = ["chelsea.jpg", "coffee.png", "camera.png"]
-        .iter()
-        .map(|f| root.join("tests/samples").join(f))
-        .collect();
+struct Options {
+    workers: Vec<usize>,
+    rounds: usize,
+    clients: usize,
+    requests: usize,
+    ort_python: Option<String>,
+    bento_python: Option<String>,
+    set_python: Option<String>,
+    samples: bool,
+    binary: PathBuf,
+}
 
-    println!("end-to-end: 100 concurrent uploads per round, {rounds} rounds, median of rounds");
-    // The baseline runs for the whole bench and its rounds alternate with
-    // imagefleet's, so a slow spell of this (shared, noisy) machine hits both
-    // sides alike; the ratio is the median of the per-pair ratios.
-    let baseline = option("--compare-ort-server").map(|python| {
+impl Options {
+    fn parse() -> Options {
+        let args: Vec<String> = std::env::args().collect();
+        let option = |name: &str| -> Option<String> {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1).cloned())
+        };
+        let number = |name: &str, default: usize| {
+            option(name).map_or(default, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name} takes a number"))
+            })
+        };
+        Options {
+            workers: option("--workers")
+                .unwrap_or_else(|| "2".into())
+                .split(',')
+                .filter(|w| !w.is_empty())
+                .map(|w| w.parse().expect("--workers takes numbers like 1,2"))
+                .collect(),
+            rounds: number("--rounds", 5),
+            clients: number("--clients", 100),
+            requests: number("--requests", 100),
+            ort_python: option("--compare-ort-server"),
+            bento_python: option("--compare-bentoml"),
+            set_python: option("--python"),
+            samples: args.iter().any(|a| a == "--samples"),
+            binary: option("--binary")
+                .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_imagefleet")), PathBuf::from),
+        }
+    }
+}
+
+fn main() {
+    let options = Options::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let set_dir = tempfile::tempdir().unwrap();
+    let files = if options.samples {
+        ["chelsea.jpg", "coffee.png", "camera.png"]
+            .iter()
+            .map(|f| root.join("tests/samples").join(f))
+            .collect()
+    } else {
+        mixed_set(&root, &options, set_dir.path())
+    };
+    let total_mb: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum::<u64>()
+        / 1_000_000;
+    println!(
+        "workload: {} images ({total_mb} MB), {} clients, {} uploads per round, {} rounds",
+        files.len(),
+        options.clients,
+        options.requests,
+        options.rounds
+    );
+    println!("imagefleet: {}", options.binary.display());
+
+    let mut contenders = Vec::new();
+    let data_dirs: Vec<tempfile::TempDir> = Vec::new();
+    let mut data_dirs = data_dirs;
+    let serve = |workers: Option<usize>, data_dirs: &mut Vec<tempfile::TempDir>| {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new(&options.binary);
+        command
+            .current_dir(&root)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("RUST_LOG", "warn");
+        if let Some(n) = workers {
+            command.args(["--workers", &n.to_string()]);
+        }
+        data_dirs.push(data);
+        (command, port)
+    };
+    // The default first: it starts from zero workers, as a user's would.
+    let (command, port) = serve(None, &mut data_dirs);
+    contenders.push(Contender::start(
+        "imagefleet serve (default)",
+        command,
+        port,
+        Warmup::None,
+        &files,
+    ));
+    for &n in &options.workers {
+        let (command, port) = serve(Some(n), &mut data_dirs);
+        contenders.push(Contender::start(
+            &format!("imagefleet serve --workers {n}"),
+            command,
+            port,
+            Warmup::Uploads(n * 4),
+            &files,
+        ));
+    }
+    if let Some(python) = &options.ort_python {
         let port = free_port();
         let mut command = Command::new(python);
         command
             .arg(root.join("benches/ort/ort_server.py"))
             .args(["--port", &port.to_string()]);
-        Contender::start("python + onnxruntime", command, port, 2, &samples)
-    });
-    println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>12}",
-        "server", "images/s", "p50 ms", "p90 ms", "vs python"
-    );
-    let mut baseline_rounds = Rounds::default();
-    let mut best_ratio: Option<f64> = None;
-    for &n in &workers {
-        let data = tempfile::tempdir().unwrap();
+        contenders.push(Contender::start(
+            PYTHON,
+            command,
+            port,
+            Warmup::Uploads(4),
+            &files,
+        ));
+    }
+    if let Some(python) = &options.bento_python {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_imagefleet"));
+        let mut command = Command::new(python);
         command
-            .args(["serve", "--workers", &n.to_string(), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("RUST_LOG", "warn");
-        let name = format!("imagefleet, {n} workers");
-        let mut ours = Contender::start(&name, command, port, n, &samples);
-        let mut our_rounds = Rounds::default();
-        let mut ratios = Vec::new();
-        for _ in 0..rounds {
-            let rate = our_rounds.add(&ours.round(&samples));
-            if let Some(baseline) = &baseline {
-                ratios.push(rate / baseline_rounds.add(&baseline.round(&samples)));
-            }
+            .current_dir(root.join("benches/ort"))
+            .args(["-m", "bentoml", "serve", "bento_service:Classifier"])
+            .args(["--port", &port.to_string()]);
+        contenders.push(Contender::start(
+            BENTO,
+            command,
+            port,
+            Warmup::Uploads(8),
+            &files,
+        ));
+    }
+
+    for round in 0..options.rounds {
+        for contender in &mut contenders {
+            let summary = run_load(
+                &options.binary,
+                &contender.url,
+                options.clients,
+                options.requests,
+                &files,
+            );
+            contender.rounds.add(&summary);
         }
-        let ratio = (!ratios.is_empty()).then(|| median(ratios));
-        our_rounds.print(&name, ratio);
-        if let Some(ratio) = ratio {
-            best_ratio = Some(best_ratio.map_or(ratio, |b: f64| b.max(ratio)));
-        }
-        ours.stop();
+        eprintln!("round {} of {} done", round + 1, options.rounds);
     }
-    if let Some(mut baseline) = baseline {
-        baseline_rounds.print("python + onnxruntime", None);
-        baseline.stop();
+
+    let rates = |name: &str| {
+        contenders
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.rounds.rates.clone())
+    };
+    let (python_rates, bento_rates) = (rates(PYTHON), rates(BENTO));
+    println!(
+        "{:<32} {:>9} {:>8} {:>8} {:>10} {:>10}",
+        "server", "images/s", "p50 ms", "p90 ms", "vs python", "vs bentoml"
+    );
+    for contender in &contenders {
+        let ratio = |base: &Option<Vec<f64>>| {
+            base.as_ref()
+                .filter(|_| contender.name != PYTHON && contender.name != BENTO)
+                .map_or(String::new(), |base| {
+                    format!("{:.2}x", median_ratio(&contender.rounds.rates, base))
+                })
+        };
+        println!(
+            "{:<32} {:>9.1} {:>8.0} {:>8.0} {:>10} {:>10}",
+            contender.name,
+            median(contender.rounds.rates.clone()),
+            median(contender.rounds.p50s.clone()),
+            median(contender.rounds.p90s.clone()),
+            ratio(&python_rates),
+            ratio(&bento_rates),
+        );
     }
-    if let Some(ratio) = best_ratio {
-        println!("best imagefleet / python + onnxruntime: {ratio:.2}x (median of paired rounds)");
+    for contender in &mut contenders {
+        contender.stop();
     }
+}
+
+const PYTHON: &str = "python + onnxruntime";
+const BENTO: &str = "bentoml, adaptive batching";
+
+/// The mixed-format set, made by benches/ort/make_bench_set.py.
+fn mixed_set(root: &Path, options: &Options, dir: &Path) -> Vec<PathBuf> {
+    let python = options
+        .set_python
+        .clone()
+        .or_else(|| options.ort_python.clone())
+        .or_else(|| options.bento_python.clone())
+        .unwrap_or_else(|| "python3".into());
+    let status = Command::new(&python)
+        .arg(root.join("benches/ort/make_bench_set.py"))
+        .arg(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    assert!(
+        status.success(),
+        "making the mixed-format set needs Pillow (benches/ort/requirements.txt) in {python}; \
+         pass --python PYTHON, or --samples for the three sample photos"
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+enum Warmup {
+    /// Measured from cold, as a user's first burst would be.
+    None,
+    /// This many uploads first, so every worker has loaded its model.
+    Uploads(usize),
 }
 
 /// A server under test: started, warmed up, then loaded round by round.
 struct Contender {
+    name: String,
     url: String,
     process: Child,
+    rounds: Rounds,
 }
 
 impl Contender {
-    /// Starts the server and sends a few uploads per worker so every worker
-    /// has loaded the model before the clock starts.
-    fn start(
-        name: &str,
-        mut command: Command,
-        port: u16,
-        workers: usize,
-        samples: &[PathBuf],
-    ) -> Self {
+    fn start(name: &str, mut command: Command, port: u16, warmup: Warmup, files: &[PathBuf]) -> Self {
         let url = format!("http://127.0.0.1:{port}/");
         let process = command
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        wait_ready(&url, workers, &samples[0]);
-        Contender { url, process }
-    }
-
-    /// One round of 100 concurrent uploads.
-    fn round(&self, samples: &[PathBuf]) -> Value {
-        run_load(&self.url, 100, 100, samples)
+        wait_healthy(&url, name);
+        if let Warmup::Uploads(count) = warmup {
+            let binary = PathBuf::from(env!("CARGO_BIN_EXE_imagefleet"));
+            run_load(&binary, &url, count, count, &files[..1]);
+        }
+        Contender {
+            name: name.to_owned(),
+            url,
+            process,
+            rounds: Rounds::default(),
+        }
     }
 
     fn stop(&mut self) {
-        stop(&mut self.process);
+        // SIGTERM to the whole process group would take the bench down too;
+        // the servers stop their own children.
+        unsafe {
+            libc::kill(self.process.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while self.process.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.process.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -134,53 +312,43 @@ struct Rounds {
 }
 
 impl Rounds {
-    /// Records one `load --json` summary; returns its images per second.
-    fn add(&mut self, summary: &Value) -> f64 {
-        let rate = summary["images_per_s"].as_f64().unwrap();
-        self.rates.push(rate);
+    /// Records one `load --json` summary.
+    fn add(&mut self, summary: &Value) {
+        self.rates.push(summary["images_per_s"].as_f64().unwrap());
         self.p50s
             .push(summary["latency_ms"]["p50"].as_f64().unwrap());
         self.p90s
             .push(summary["latency_ms"]["p90"].as_f64().unwrap());
-        rate
-    }
-
-    /// One table row: medians over the rounds, and the ratio if given.
-    fn print(&self, name: &str, ratio: Option<f64>) {
-        let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}x"));
-        println!(
-            "{name:<28} {:>10.1} {:>10.0} {:>10.0} {ratio:>12}",
-            median(self.rates.clone()),
-            median(self.p50s.clone()),
-            median(self.p90s.clone()),
-        );
     }
 }
 
-/// `imagefleet load --json`; panics unless every upload got a label.
-fn run_load(url: &str, clients: usize, requests: usize, files: &[PathBuf]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+/// `imagefleet load --json`; panics unless every upload got a 200.
+fn run_load(binary: &Path, url: &str, clients: usize, requests: usize, files: &[PathBuf]) -> Value {
+    let out = Command::new(binary)
         .args(["load", "--json", "--url", url])
         .args(["--clients", &clients.to_string()])
         .args(["--requests", &requests.to_string()])
         .args(files)
+        .stderr(Stdio::null())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "load failed:\n{text}");
+    assert!(out.status.success(), "load on {url} failed:\n{text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("load printed {text:?}: {e}"))
 }
 
-/// Waits until the server answers, then sends a few uploads per worker so
-/// every worker has loaded the model before the clock starts.
-fn wait_ready(url: &str, workers: usize, sample: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+fn wait_healthy(url: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
     let client = reqwest::blocking::Client::new();
-    while client.get(format!("{url}healthz")).send().is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(100));
+    loop {
+        if let Ok(response) = client.get(format!("{url}healthz")).send() {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} did not start");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    run_load(url, workers, workers * 4, &[sample.to_owned()]);
 }
 
 fn free_port() -> u16 {
@@ -191,14 +359,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn stop(server: &mut Child) {
-    unsafe {
-        libc::kill(server.id() as i32, libc::SIGTERM);
-    }
-    server.wait().unwrap();
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// The median of round-by-round ratios.
+fn median_ratio(ours: &[f64], base: &[f64]) -> f64 {
+    median(ours.iter().zip(base).map(|(a, b)| a / b).collect())
 }
