@@ -252,22 +252,29 @@ fn dashboard(client: &Session, base: &str) {
         DASHBOARD,
         |d| d["connection"].as_str().unwrap().contains("live") && d["updated"] != "never",
     );
-    let jobs = 100;
-    let submit = {
-        let url = format!("{base}jobs");
-        std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::new();
-            for i in 0..jobs {
-                let (name, bytes) = if i % 2 == 0 {
-                    ("coffee.png", sample("coffee.png"))
-                } else {
-                    ("camera.png", sample("camera.png"))
-                };
-                let response = upload(&client, &url, "myfile", name, bytes, true);
-                assert_eq!(response.status(), 202);
-            }
+    // Enough jobs, sent from a few clients at once, that the backlog
+    // outlives several of the dashboard's one-second samples: with 100 sent
+    // one by one, two workers kept up and the chart could see no backlog.
+    let clients = 4;
+    let per_client = 75;
+    let jobs = clients * per_client;
+    let submitters: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = format!("{base}jobs");
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0..per_client {
+                    let (name, bytes) = if i % 2 == 0 {
+                        ("coffee.png", sample("coffee.png"))
+                    } else {
+                        ("camera.png", sample("camera.png"))
+                    };
+                    let response = upload(&client, &url, "myfile", name, bytes, true);
+                    assert_eq!(response.status(), 202);
+                }
+            })
         })
-    };
+        .collect();
     let done = before["done"].as_u64().unwrap() + jobs;
     let after = until(
         client,
@@ -276,7 +283,9 @@ fn dashboard(client: &Session, base: &str) {
         DASHBOARD,
         |d| d["done"].as_u64() >= Some(done),
     );
-    submit.join().expect("the job submitter");
+    for submitter in submitters {
+        submitter.join().expect("a job submitter");
+    }
     assert!(
         after["max_backlog"].as_u64().unwrap() >= 1,
         "the chart saw no backlog: {after}"
