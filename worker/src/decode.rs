@@ -9,6 +9,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Lim
 use crate::error::ClassifyError;
 use crate::integrity::{check_complete, JpegLayout};
 use crate::jpeg_scaled::{decode_scaled, scale_denominator};
+use crate::webp_scaled;
 
 /// The formats the service accepts; anything else is refused before decoding.
 pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
@@ -162,6 +163,12 @@ pub fn decode_rgb_within(
     }
     // At full size: the whole estimate must fit.
     within_budget(full)?;
+    // Still WebP without a turn: libwebp, shrinking as it decodes.
+    if format == ImageFormat::WebP && orientation.is_none_or(|o| o == Orientation::NoTransforms) {
+        if let Some(rgb) = webp_scaled::decode(bytes, width, height, min_shorter) {
+            return Ok(rgb);
+        }
+    }
     let mut decoder_limits = Limits::default();
     decoder_limits.max_alloc = Some(limits.max_bytes);
     decoder.set_limits(decoder_limits).map_err(undecodable)?;

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod preprocess;
 #[cfg(test)]
 mod test_support;
+pub mod webp_scaled;
 
 pub use classifier::{Classification, Classifier, Kernels, Prediction, StageTimings, TOP_K};
 pub use error::{ClassifyError, ModelError};

@@ -233,3 +233,78 @@ fn exif_rotation_is_applied_after_the_conversion_to_rgb() {
         assert_eq!(turned, image::imageops::rotate90(&upright), "{name}");
     }
 }
+
+/// `image` as a lossy WebP, encoded by libwebp.
+fn lossy_webp(image: &RgbImage) -> Vec<u8> {
+    let (width, height) = image.dimensions();
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the pixels are width x height RGB with that stride; libwebp
+    // allocates `out`, copied and freed here.
+    unsafe {
+        let len = libwebp_sys::WebPEncodeRGB(
+            image.as_raw().as_ptr(),
+            width as i32,
+            height as i32,
+            width as i32 * 3,
+            85.0,
+            &mut out,
+        );
+        assert!(len > 0, "libwebp encodes");
+        let bytes = std::slice::from_raw_parts(out, len).to_vec();
+        libwebp_sys::WebPFree(out.cast());
+        bytes
+    }
+}
+
+#[test]
+fn big_webps_shrink_while_decoding_and_keep_their_picture() {
+    let cat = image::open(repo_root().join("tests/samples/chelsea.jpg"))
+        .unwrap()
+        .to_rgb8();
+    // A phone-sized photo: three times the sample on each side.
+    let big = image::imageops::resize(&cat, 1353, 900, image::imageops::FilterType::CatmullRom);
+    let webp = lossy_webp(&big);
+    let full = decode(&webp, None).unwrap();
+    assert_eq!(full.dimensions(), (1353, 900));
+    let shrunk = decode(&webp, Some(256)).unwrap();
+    assert_eq!(
+        shrunk.dimensions(),
+        (385, 256),
+        "shorter side at the target"
+    );
+    // The same picture as another decoder's (image-webp), full size and
+    // scaled down afterwards.
+    let other = image::load_from_memory_with_format(&webp, ImageFormat::WebP)
+        .unwrap()
+        .to_rgb8();
+    assert!(mean_difference(&full, &other) < 2.0);
+    let reference =
+        image::imageops::resize(&other, 385, 256, image::imageops::FilterType::Triangle);
+    assert!(mean_difference(&shrunk, &reference) < 3.0);
+    let labels = classifier().classify(&webp).unwrap();
+    assert!(
+        ["tiger cat", "Egyptian cat", "tabby"].contains(&labels.top[0].label.as_str()),
+        "{:?}",
+        labels.top[0]
+    );
+    // Below twice the target nothing shrinks.
+    let small = lossy_webp(&cat);
+    assert_eq!(
+        decode(&small, Some(256)).unwrap().dimensions(),
+        cat.dimensions()
+    );
+}
+
+/// Mean absolute difference per channel of two images of one size.
+fn mean_difference(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    let mean = sum as f64 / a.as_raw().len() as f64;
+    eprintln!("mean difference {mean:.2} per channel");
+    mean
+}
