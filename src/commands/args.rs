@@ -16,7 +16,8 @@ use crate::aws::{AwsClients, AwsConfig};
 use crate::controller::{Controller, ControllerSettings, Limits};
 use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
 use crate::paths::{absolute, default_model_manifest, default_policy, DEFAULT_DATA_DIR};
-use crate::policy::{PolicyLimits, PolicySource};
+use crate::policy::{OnOutage, PolicyLimits, PolicySource, ReloadGate, Tuning, DEFAULT_HISTORY};
+use crate::simulate::policy_tests::PolicyTests;
 use crate::queue::Queue;
 use crate::services::{LocalLayout, Services};
 use crate::web::{ConnectionLimits, WebSettings};
@@ -126,6 +127,77 @@ impl LimitArgs {
     }
 }
 
+/// How the controller follows the policy's answers (`serve`, `controller`,
+/// and the simulator, which runs the same rules).
+#[derive(Debug, Args, Clone)]
+pub struct TuningArgs {
+    /// Scale in only to the highest count the policy wanted within this
+    /// long (30s, 500ms, 2m; 0 follows at once). Scaling out is never
+    /// delayed. A script may override it per answer (`scale_in_delay`).
+    #[arg(long, env = "IMAGEFLEET_SCALE_IN_DELAY", default_value = "30s",
+          value_parser = parse_seconds)]
+    pub scale_in_delay: f64,
+    /// Stop at most this many instances per tick interval (`scale_in_step`
+    /// in a script's answer overrides it).
+    #[arg(long, env = "IMAGEFLEET_SCALE_IN_STEP",
+          default_value_t = crate::policy::state::DEFAULT_SCALE_IN_STEP,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub scale_in_step: u32,
+    /// When the queue or the fleet cannot be observed: `hold` keeps the
+    /// fleet as it is, `floor` goes to --min-instances, `last-plan` keeps
+    /// the count last planned on fresh counts, `policy` applies the
+    /// script's answer on the last good counts (it sees `stale_secs`).
+    #[arg(long, env = "IMAGEFLEET_ON_OUTAGE", default_value = "hold",
+          value_parser = parse_on_outage)]
+    pub on_outage: OnOutage,
+    /// Past observations a script sees in `history`.
+    #[arg(long, default_value_t = DEFAULT_HISTORY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1000))]
+    pub policy_history: usize,
+}
+
+impl TuningArgs {
+    pub fn tuning(&self, interval: Duration) -> Tuning {
+        Tuning {
+            scale_in_delay_s: self.scale_in_delay,
+            scale_in_step: self.scale_in_step,
+            on_outage: self.on_outage,
+            interval_s: interval.as_secs_f64(),
+        }
+    }
+}
+
+/// Seconds from `30s`, `500ms`, `2m`, `1h`, `1.5s` or a bare `0`.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    let scale = match unit {
+        "" if number == 0.0 => 0.0,
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    let seconds = number * scale;
+    if !(0.0..=crate::policy::state::MAX_SCALE_IN_DELAY_S).contains(&seconds) {
+        return Err(format!("{text:?} is longer than a day"));
+    }
+    Ok(seconds)
+}
+
+fn parse_on_outage(text: &str) -> Result<OnOutage, String> {
+    OnOutage::parse(text).ok_or_else(|| {
+        format!("{text:?}: expected hold, floor, last-plan or policy")
+    })
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ControllerOptions {
     #[command(flatten)]
@@ -138,26 +210,57 @@ pub struct ControllerOptions {
     /// Print each planned action instead of starting or stopping instances.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+    /// A candidate policy evaluated on every tick beside the live one
+    /// (repeatable): its would-be plans are logged, shown in /status and
+    /// counted against the live policy's, never applied.
+    #[arg(long = "shadow-policy", value_name = "FILE")]
+    pub shadow_policies: Vec<PathBuf>,
+    /// Files of the decision log in DATA/decisions (8 MiB each, the oldest
+    /// deleted); 0 keeps no log.
+    #[arg(long, default_value_t = crate::controller::decisions::DEFAULT_FILES)]
+    pub decision_log_files: usize,
 }
 
 impl ControllerOptions {
-    /// The controller; `default_max` caps the fleet unless
-    /// `--max-instances` was given.
+    /// The controller, keeping its records in `data_dir`; `default_max`
+    /// caps the fleet unless `--max-instances` was given. The policy and
+    /// the shadows must pass their tests (`NAME.test.toml`) now and on
+    /// every reload.
     pub fn build(
         &self,
+        data_dir: &Path,
         queue: Arc<dyn Queue>,
         fleet: Arc<dyn Fleet>,
         default_max: u32,
     ) -> anyhow::Result<Controller> {
-        let policy = self.policy.open()?;
+        let gate: Arc<dyn ReloadGate> = Arc::new(PolicyTests);
+        let policy =
+            PolicySource::open_gated(&self.policy.path(), self.policy.limits(), Some(gate.clone()))?;
+        let shadows = self
+            .shadow_policies
+            .iter()
+            .map(|path| {
+                PolicySource::open_gated(path, self.policy.limits(), Some(gate.clone()))
+                    .with_context(|| format!("shadow policy {}", path.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let interval = Duration::from_millis(self.interval_ms);
         let settings = ControllerSettings {
-            interval: Duration::from_millis(self.interval_ms),
+            interval,
             limits: self.limits.limits(default_max)?,
             dry_run: self.dry_run,
+            tuning: self.tuning.tuning(interval),
+            history_len: self.tuning.policy_history,
         };
-        tracing::info!(policy = %policy.path().display(), dry_run = self.dry_run,
-            min = settings.limits.min, max = settings.limits.max, "controller starting");
-        Ok(Controller::new(queue, fleet, policy, settings))
+        tracing::info!(policy = %policy.path().display(), tests = policy.status().tests.as_deref().unwrap_or("none"),
+            dry_run = self.dry_run, min = settings.limits.min, max = settings.limits.max,
+            scale_in_delay_s = settings.tuning.scale_in_delay_s, scale_in_step = settings.tuning.scale_in_step,
+            on_outage = %settings.tuning.on_outage, shadows = shadows.len(), "controller starting");
+        Controller::new(queue, fleet, policy, settings)
+            .with_shadows(shadows)
+            .with_data_dir(data_dir, self.decision_log_files)
     }
 }
 

@@ -45,6 +45,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             args.retention
                 .spawn_janitor(&data_dir, &args.backend, shutdown.clone());
             let controller = args.controller.build(
+                &data_dir,
                 services.requests,
                 fleet.clone(),
                 default_max_local_workers(),
@@ -66,7 +67,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             let (requests, fleet) = controller_fleet(&config, &data_dir).await?;
             let controller = args
                 .controller
-                .build(requests, fleet, DEFAULT_MAX_INSTANCES)?;
+                .build(&data_dir, requests, fleet, DEFAULT_MAX_INSTANCES)?;
             if let Some(addr) = args.status_listen {
                 serve_status(addr, controller.status(), shutdown.clone()).await?;
             }

@@ -1,5 +1,7 @@
 //! `imagefleet policy check FILE`: compile the script and try it on a few
-//! representative states, so runtime errors show up before deployment too.
+//! representative states, so runtime errors show up before deployment too,
+//! then run its tests if it has any. `imagefleet policy test FILE`: run
+//! its tests (`NAME.test.toml`), as the controller does on each reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,6 +9,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::policy::{Observation, Policy, PolicyLimits};
+use crate::simulate::policy_tests::{self, tests_path};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -21,6 +24,25 @@ pub enum PolicyCommand {
               value_parser = clap::value_parser!(u64).range(1..=60_000))]
         policy_deadline_ms: u64,
     },
+    /// Run a policy's tests: the cases and invariants of NAME.test.toml
+    /// beside NAME.rhai (or --tests FILE). Prints each failure and the
+    /// figures of each invariant; exit status 1 if any fails.
+    Test {
+        file: PathBuf,
+        /// The tests to run instead of the file beside the policy.
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        #[arg(long, env = "IMAGEFLEET_POLICY_DEADLINE_MS", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        policy_deadline_ms: u64,
+    },
+}
+
+fn limits(deadline_ms: u64) -> PolicyLimits {
+    PolicyLimits {
+        deadline: Duration::from_millis(deadline_ms),
+        ..PolicyLimits::default()
+    }
 }
 
 /// Returns false (exit status 1) when the policy has errors.
@@ -29,14 +51,46 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<bool> {
         PolicyCommand::Check {
             file,
             policy_deadline_ms,
-        } => check(
-            &file,
-            PolicyLimits {
-                deadline: Duration::from_millis(policy_deadline_ms),
-                ..PolicyLimits::default()
-            },
-        ),
+        } => check(&file, limits(policy_deadline_ms)),
+        PolicyCommand::Test {
+            file,
+            tests,
+            policy_deadline_ms,
+        } => {
+            let tests = tests.unwrap_or_else(|| tests_path(&file));
+            anyhow::ensure!(
+                tests.exists(),
+                "{} has no tests: write them in {}",
+                file.display(),
+                tests.display()
+            );
+            test(&file, &tests, limits(policy_deadline_ms))
+        }
     }
+}
+
+/// Runs the tests in `tests` on the policy in `file`; false when one fails.
+pub fn test(file: &Path, tests: &Path, limits: PolicyLimits) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let policy = match Policy::compile_with(&text, limits) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return Ok(false);
+        }
+    };
+    let report = policy_tests::run(&policy, tests)?;
+    for note in &report.notes {
+        println!("invariant {note}");
+    }
+    for failure in &report.failures {
+        eprintln!("{}: {failure}", file.display());
+    }
+    if report.ok() {
+        println!("{}", report.summary());
+    }
+    Ok(report.ok())
 }
 
 /// Returns false (exit status 1) when the policy has errors.
@@ -57,9 +111,14 @@ pub fn check(file: &Path, limits: PolicyLimits) -> anyhow::Result<bool> {
             ok = false;
         }
     }
-    if ok {
-        println!("ok");
+    if !ok {
+        return Ok(false);
     }
+    let tests = tests_path(file);
+    if tests.exists() && !test(file, &tests, limits)? {
+        return Ok(false);
+    }
+    println!("ok");
     Ok(ok)
 }
 

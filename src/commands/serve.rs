@@ -56,12 +56,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         options.limits.max_instances = Some(workers);
     }
     let controller = options.build(
+        &data_dir,
         services.requests.clone(),
         fleet.clone(),
         default_max_local_workers(),
     )?;
     let mut state = WebState::new(services, args.web.settings(WORKER_STOP_RESERVE))
-        .with_controller(controller.status());
+        .with_controller(controller.status())
+        .with_arrivals(controller.arrivals());
     if let Some(reply) = &reply {
         state = state.with_reply_queue(reply.queue());
     }

@@ -109,6 +109,7 @@ mod tests {
             reloads: 0,
             error: None,
             error_text: error.map(str::to_owned),
+            tests: None,
         }
     }
 

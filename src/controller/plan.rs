@@ -3,14 +3,14 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Instance, InstanceState};
 use crate::policy::{Decision, Observation};
 use crate::queue::QueueDepth;
 
 /// Bounds enforced outside the script, whatever it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub min: u32,
     pub max: u32,
@@ -22,7 +22,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", content = "instances", rename_all = "snake_case")]
 pub enum Action {
     Hold,
@@ -30,13 +30,17 @@ pub enum Action {
     Terminate(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub action: Action,
-    /// The decision after clamping to the limits.
+    /// The count the plan moves to: the decision clamped to the limits,
+    /// then held by the scale-in delay and rate or an outage's fallback.
     pub desired: u32,
     pub decision: Decision,
     pub observation: Observation,
+    /// Why `desired` is not the clamped decision, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// Counts instances by state for the policy.
@@ -59,6 +63,7 @@ pub fn observe(
         max: limits.max,
         since_last_scale_secs,
         now,
+        stale_secs: 0.0,
     }
 }
 
@@ -71,12 +76,26 @@ pub fn plan(
     instances: &[Instance],
     limits: Limits,
 ) -> Plan {
-    let desired = decision
-        .desired
-        .clamp(limits.min, limits.max.max(limits.min));
-    let active = observation.running + observation.pending;
+    let desired = decision.desired;
+    plan_to(desired, decision, observation, instances, limits, None)
+}
+
+/// What to do to move the fleet to `target` (clamped to the limits here);
+/// `held` says why the target is not the decision, when it is not.
+pub fn plan_to(
+    target: u32,
+    decision: Decision,
+    observation: Observation,
+    instances: &[Instance],
+    limits: Limits,
+    held: Option<String>,
+) -> Plan {
+    let desired = target.clamp(limits.min, limits.max.max(limits.min));
+    let active = observation.running.saturating_add(observation.pending);
     let action = if desired > active {
-        let room = limits.max.saturating_sub(active + observation.draining);
+        let room = limits
+            .max
+            .saturating_sub(active.saturating_add(observation.draining));
         match (desired - active).min(room) {
             0 => Action::Hold,
             k => Action::Launch(k),
@@ -98,6 +117,7 @@ pub fn plan(
         desired,
         decision,
         observation,
+        held,
     }
 }
 
@@ -145,6 +165,9 @@ impl fmt::Display for Plan {
         write!(f, "; visible {}, in flight {}", o.visible, o.in_flight)?;
         if !self.decision.reason.is_empty() {
             write!(f, "; reason: {}", self.decision.reason)?;
+        }
+        if let Some(held) = &self.held {
+            write!(f, "; held: {held}")?;
         }
         write!(f, ")")
     }

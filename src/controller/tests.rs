@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Controller, ControllerSettings};
+use super::{Action, Controller, ControllerSettings, Limits};
 use crate::fleet::{LocalFleet, WorkerCommand};
-use crate::policy::{PolicyLimits, PolicySource};
+use crate::policy::{OnOutage, PolicyLimits, PolicySource, Tuning};
+use crate::queue::{Queue, QueueDepth, QueueError, ReceivedMessage};
 use crate::services::{LocalLayout, Services};
 
 /// Over half a second of work in few operations: each `contains` scans the
@@ -114,4 +115,130 @@ fn a_policy_past_its_deadline_is_reported_and_replaced() {
     let status = controller.status().snapshot();
     let error = status.policy.error.expect("the deadline error is shown");
     assert_eq!(error.kind, crate::policy::PolicyErrorKind::Deadline);
+}
+
+/// The real SQLite queue, with its depth made to fail on demand: an
+/// injected observation outage.
+struct Unobservable {
+    inner: Arc<dyn Queue>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Queue for Unobservable {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn send(&self, body: &str) -> Result<(), QueueError> {
+        self.inner.send(body).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, wait, visibility).await
+    }
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt).await
+    }
+    async fn extend_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
+        self.inner.extend_visibility(receipt, d).await
+    }
+    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
+        self.inner.release(message).await
+    }
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(QueueError::Unavailable {
+                queue: self.name().to_owned(),
+                message: "injected outage".into(),
+            });
+        }
+        self.inner.depth().await
+    }
+}
+
+/// Says how old its counts are, so the test sees the script was told.
+const STALE_AWARE: &str = "
+    let desired = (queue.backlog + 9) / 10;
+    #{ desired: desired, reason: `stale ${stale_secs > 0.0}, backlog ${queue.backlog}` }";
+
+/// The queue cannot be observed for two ticks: the script is told (and
+/// sees the last good counts), the configured fallback decides, /status
+/// shows the outage, and all is normal once the queue answers again.
+#[test]
+fn an_observation_outage_gives_way_to_the_configured_fallback() {
+    for (mode, desired, action) in [
+        (OnOutage::Hold, 0, Action::Hold),
+        (OnOutage::Floor, 1, Action::Launch(1)),
+        (OnOutage::LastPlan, 4, Action::Launch(4)),
+        (OnOutage::Policy, 4, Action::Launch(4)),
+    ] {
+        let temp = tempfile::tempdir().unwrap();
+        let services = Services::local(temp.path()).unwrap();
+        let queue = Arc::new(Unobservable {
+            inner: services.requests.clone(),
+            failing: false.into(),
+        });
+        let fleet = LocalFleet::open(
+            &LocalLayout::new(temp.path()).fleet_file(),
+            WorkerCommand {
+                program: "imagefleet-never-started".into(),
+                args: Vec::new(),
+            },
+        )
+        .unwrap();
+        let path = temp.path().join("scale.rhai");
+        std::fs::write(&path, STALE_AWARE).unwrap();
+        let settings = ControllerSettings {
+            dry_run: true,
+            limits: Limits { min: 1, max: 20 },
+            tuning: Tuning {
+                on_outage: mode,
+                ..Tuning::default()
+            },
+            ..ControllerSettings::default()
+        };
+        let mut controller = Controller::new(
+            Arc::clone(&queue) as Arc<dyn Queue>,
+            Arc::new(fleet),
+            PolicySource::open(&path).unwrap(),
+            settings,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for i in 0..35 {
+                services.requests.send(&format!("job {i}")).await.unwrap();
+            }
+            let fresh = controller.tick().await.unwrap();
+            assert_eq!(fresh.desired, 4);
+            assert_eq!(fresh.decision.reason, "stale false, backlog 35");
+
+            queue.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let stale = controller.tick().await.unwrap();
+            assert_eq!(
+                stale.decision.reason, "stale true, backlog 35",
+                "{mode}: the script sees the last good counts and that they are stale"
+            );
+            assert!(stale.observation.stale_secs >= 0.02, "{stale:?}");
+            assert_eq!((stale.desired, &stale.action), (desired, &action), "{mode}: {stale}");
+            assert!(stale.held.as_deref().unwrap().starts_with("outage"), "{stale}");
+            let status = controller.status().snapshot();
+            let outage = status.autoscaler.outage.expect("the outage is shown");
+            assert_eq!(outage.fallback, mode);
+            assert!(outage.errors[0].contains("injected outage"), "{outage:?}");
+            assert!(status.last_error.unwrap().contains("observing the queue"));
+
+            queue.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+            let again = controller.tick().await.unwrap();
+            assert_eq!(again.observation.stale_secs, 0.0);
+            assert!(controller.status().snapshot().autoscaler.outage.is_none());
+        });
+    }
 }

@@ -11,7 +11,7 @@ mod lock;
 mod registry;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use asg::AsgFleet;
 pub use aws_activity::{AwsActivity, Reporting, IDLE_GRACE};
@@ -20,7 +20,7 @@ pub use local::{default_max_local_workers, LocalFleet, WorkerCommand, STOP_GRACE
 pub use lock::{FleetLock, LockError};
 pub use registry::{InstanceRegistry, RegistryActivity};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     /// Launched, not ready for jobs yet (booting, loading the model).
@@ -50,7 +50,7 @@ impl InstanceState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub state: InstanceState,

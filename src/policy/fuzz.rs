@@ -104,6 +104,7 @@ fn observation(rng: &mut Rng) -> Observation {
         max: small(rng),
         since_last_scale_secs: (rng.below(2) == 0).then(|| seconds(rng)),
         now: seconds(rng),
+        stale_secs: seconds(rng),
     }
 }
 
@@ -126,6 +127,10 @@ fn expression(rng: &mut Rng, depth: u32) -> String {
         "now",
         "time.hour",
         "time.weekday",
+        "stale_secs",
+        "settings.scale_in_delay",
+        "history.len()",
+        "state.len()",
         "0",
         "1",
         "10",
@@ -210,6 +215,12 @@ fn fuzz_shipped_policies_on_arbitrary_observations() {
         (
             "business-hours-floor.rhai",
             include_str!("../../policies/business-hours-floor.rhai"),
+        ),
+        ("trend.rhai", include_str!("../../policies/trend.rhai")),
+        ("warm-peak.rhai", include_str!("../../policies/warm-peak.rhai")),
+        (
+            "outage-aware.rhai",
+            include_str!("../../policies/outage-aware.rhai"),
         ),
     ];
     let policies: Vec<(&str, Policy)> = shipped

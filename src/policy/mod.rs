@@ -9,17 +9,22 @@ mod fuzz;
 mod observation;
 pub mod sandbox;
 mod source;
+pub mod state;
 
 use std::time::Duration;
 
 use rhai::{
     Dynamic, Engine, EvalAltResult, LexError, Map, ParseError, ParseErrorType, Position, Scope, AST,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use observation::Observation;
 pub use sandbox::{PolicyLimits, DEFAULT_DEADLINE, MAX_OPERATIONS};
-pub use source::{PolicySource, PolicyStatus};
+pub use source::{PolicySource, PolicyStatus, ReloadGate};
+pub use state::{
+    empty_state, Answer, HistoryEntry, OnOutage, Overrides, Tuning, DEFAULT_HISTORY,
+    MAX_STATE_BYTES,
+};
 
 /// The policy shipped in policies/scale.rhai, built in so a broken or
 /// missing file never leaves the fleet without a policy.
@@ -29,7 +34,7 @@ pub const DEFAULT_POLICY: &str = include_str!("../../policies/scale.rhai");
 /// not a count (the configured cap still clamps sane values).
 pub const MAX_SANE_DESIRED: i64 = 100_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// As returned by the script, before clamping.
     pub desired: u32,
@@ -54,6 +59,8 @@ pub enum PolicyErrorKind {
     /// The decision took longer than the wall-clock deadline.
     Deadline,
     BadResult,
+    /// The version fails its tests (`<name>.test.toml`).
+    Test,
 }
 
 impl std::fmt::Display for PolicyErrorKind {
@@ -64,6 +71,7 @@ impl std::fmt::Display for PolicyErrorKind {
             PolicyErrorKind::OperationLimit => "operation limit",
             PolicyErrorKind::Deadline => "deadline",
             PolicyErrorKind::BadResult => "result",
+            PolicyErrorKind::Test => "test",
         })
     }
 }
@@ -88,6 +96,11 @@ impl PolicyError {
 
     fn bad_result(message: String) -> PolicyError {
         PolicyError::at(PolicyErrorKind::BadResult, message, Position::NONE)
+    }
+
+    /// A version that fails its tests.
+    pub fn test(message: String) -> PolicyError {
+        PolicyError::at(PolicyErrorKind::Test, message, Position::NONE)
     }
 }
 
@@ -172,11 +185,30 @@ impl Policy {
         Policy::compile(DEFAULT_POLICY).expect("the shipped default policy compiles")
     }
 
-    /// Runs the script on one observation, within the limits. Blocks for
-    /// up to the deadline: call it off the async runtime.
+    /// Runs the script on one observation, within the limits, with an
+    /// empty state, no history and the default settings. Blocks for up to
+    /// the deadline: call it off the async runtime.
     pub fn decide(&self, observation: &Observation) -> Result<Decision, PolicyError> {
+        let state = empty_state();
+        let input = PolicyInput {
+            observation,
+            state: &state,
+            history: &[],
+            tuning: &Tuning::default(),
+        };
+        self.evaluate(&input).map(|answer| answer.decision)
+    }
+
+    /// Runs the script on everything it may read, within the limits: the
+    /// decision, the settings it overrides and the state it leaves. Blocks
+    /// for up to the deadline: call it off the async runtime.
+    pub fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Answer, PolicyError> {
         let mut scope = Scope::new();
-        observation.fill_scope(&mut scope);
+        input.observation.fill_scope(&mut scope);
+        scope.push_constant("history", state::history_array(input.history));
+        scope.push_constant("settings", state::settings_map(input.tuning));
+        // A variable, not a constant: the script writes it.
+        scope.push("state", state::to_dynamic(input.state));
         let value: Dynamic = sandbox::with_deadline(self.limits.deadline, || {
             self.engine.eval_ast_with_scope(&mut scope, &self.ast)
         })
@@ -190,8 +222,19 @@ impl Policy {
             }
             error
         })?;
-        interpret_result(value)
+        let left = scope.get_value::<Dynamic>("state").unwrap_or_default();
+        interpret_answer(value, left)
     }
+}
+
+/// Everything a script reads: the observation, its state, the recent
+/// observations and the controller's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub observation: &'a Observation,
+    pub state: &'a serde_json::Value,
+    pub history: &'a [HistoryEntry],
+    pub tuning: &'a Tuning,
 }
 
 fn describe(duration: Duration) -> String {
@@ -202,11 +245,31 @@ fn describe(duration: Duration) -> String {
     }
 }
 
-/// Accepts an integer (or an integral float), or a map with `desired` and an
-/// optional string `reason`.
-fn interpret_result(value: Dynamic) -> Result<Decision, PolicyError> {
-    if value.is_map() {
+/// The keys a returned map may have; any other is a typo worth an error
+/// (a misspelt `scale_in_dealy` would otherwise be ignored for good).
+const ANSWER_KEYS: &[&str] = &[
+    "desired",
+    "reason",
+    "state",
+    "scale_in_delay",
+    "scale_in_step",
+    "on_outage",
+];
+
+/// Accepts an integer (or an integral float), or a map with `desired` and
+/// optional `reason`, `state` and setting overrides. `left` is the `state`
+/// variable as the script left it; a returned `state` replaces it.
+fn interpret_answer(value: Dynamic, left: Dynamic) -> Result<Answer, PolicyError> {
+    let mut overrides = Overrides::default();
+    let mut state = left;
+    let decision = if value.is_map() {
         let map: Map = value.cast();
+        if let Some(unknown) = map.keys().find(|k| !ANSWER_KEYS.contains(&k.as_str())) {
+            return Err(PolicyError::bad_result(format!(
+                "the returned map has an unknown key `{unknown}` (known: {})",
+                ANSWER_KEYS.join(", ")
+            )));
+        }
         let desired = map.get("desired").cloned().ok_or_else(|| {
             PolicyError::bad_result("the returned map has no `desired` field".into())
         })?;
@@ -220,14 +283,58 @@ fn interpret_result(value: Dynamic) -> Result<Decision, PolicyError> {
                 )))
             }
         };
-        return Ok(Decision {
+        if let Some(returned) = map.get("state") {
+            state = returned.clone();
+        }
+        if let Some(delay) = map.get("scale_in_delay") {
+            let seconds = delay
+                .as_float()
+                .ok()
+                .or_else(|| delay.as_int().ok().map(|i| i as f64))
+                .filter(|s| (0.0..=state::MAX_SCALE_IN_DELAY_S).contains(s))
+                .ok_or_else(|| {
+                    PolicyError::bad_result(format!(
+                        "`scale_in_delay` must be seconds between 0 and {}, got {delay}",
+                        state::MAX_SCALE_IN_DELAY_S
+                    ))
+                })?;
+            overrides.scale_in_delay_s = Some(seconds);
+        }
+        if let Some(step) = map.get("scale_in_step") {
+            let step = step
+                .as_int()
+                .ok()
+                .filter(|s| (1..=i64::from(u32::MAX)).contains(s))
+                .ok_or_else(|| {
+                    PolicyError::bad_result(format!(
+                        "`scale_in_step` must be a whole number of instances from 1, got {step}"
+                    ))
+                })?;
+            overrides.scale_in_step = Some(step as u32);
+        }
+        if let Some(mode) = map.get("on_outage") {
+            let text = mode.clone().into_string().unwrap_or_default();
+            overrides.on_outage = Some(OnOutage::parse(&text).ok_or_else(|| {
+                PolicyError::bad_result(format!(
+                    "`on_outage` must be \"hold\", \"floor\", \"last-plan\" or \"policy\", got {mode}"
+                ))
+            })?);
+        }
+        Decision {
             desired: count(desired)?,
             reason,
-        });
-    }
-    Ok(Decision {
-        desired: count(value)?,
-        reason: String::new(),
+        }
+    } else {
+        Decision {
+            desired: count(value)?,
+            reason: String::new(),
+        }
+    };
+    let state = state::from_dynamic(&state).map_err(PolicyError::bad_result)?;
+    Ok(Answer {
+        decision,
+        overrides,
+        state,
     })
 }
 

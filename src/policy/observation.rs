@@ -1,11 +1,12 @@
 //! What a policy script can read.
 
 use rhai::{Map, Scope, INT};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The state the controller observed, as the script sees it. Documented for
 /// operators in policies/README.md; keep the two in step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Observation {
     /// Messages waiting in the request queue.
     pub visible: u64,
@@ -23,6 +24,10 @@ pub struct Observation {
     pub since_last_scale_secs: Option<f64>,
     /// Unix time in seconds.
     pub now: f64,
+    /// How old the queue and fleet counts are: 0 when this tick read them,
+    /// else the seconds since they were last read (the counts are the last
+    /// good ones).
+    pub stale_secs: f64,
 }
 
 /// What "never" looks like to a script: larger than any delay a policy
@@ -72,6 +77,7 @@ impl Observation {
         );
         scope.push_constant("now", self.now);
         scope.push_constant("time", time);
+        scope.push_constant("stale_secs", self.stale_secs);
     }
 }
 
@@ -94,16 +100,20 @@ mod tests {
             since_last_scale_secs: Some(12.5),
             // 2026-12-02, a Wednesday (2), 14:30 UTC
             now: 1_796_221_800.0,
+            stale_secs: 4.0,
         };
         let script = "queue.visible + queue.in_flight + queue.backlog + instances.running \
              + instances.pending + instances.draining + instances.idle + instances.active \
              + limits.min * 100 + limits.max + since_last_scale.to_int() + now.to_int() * 0 \
-             + time.hour + time.minute + time.weekday";
+             + time.hour + time.minute + time.weekday + stale_secs.to_int()";
         let got = Policy::compile(script)
             .unwrap()
             .decide(&observation)
             .unwrap()
             .desired;
-        assert_eq!(got, 7 + 3 + 10 + 2 + 1 + 1 + 1 + 3 + 20 + 12 + 14 + 30 + 2);
+        assert_eq!(
+            got,
+            7 + 3 + 10 + 2 + 1 + 1 + 1 + 3 + 20 + 12 + 14 + 30 + 2 + 4
+        );
     }
 }

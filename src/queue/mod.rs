@@ -89,4 +89,11 @@ pub trait Queue: Send + Sync {
     /// will not start (it is stopping). Afterwards the receipt is stale.
     async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError>;
     async fn depth(&self) -> Result<QueueDepth, QueueError>;
+    /// How many messages were ever sent to this queue, where the backend
+    /// keeps count cheaply (the SQLite queue, in each send's transaction);
+    /// `None` where it does not (SQS). A controller at zero reads it often
+    /// to wake on the first job, and records it to count arrivals.
+    async fn sent_count(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }

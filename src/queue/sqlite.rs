@@ -72,7 +72,14 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
              receipt TEXT
          );
          CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at_ms, id);
-         CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt);",
+         CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt);
+         -- Messages ever sent per queue, bumped in each send's transaction:
+         -- a controller at zero reads it every 50 ms to wake on the first
+         -- job, and its decision records count arrivals with it.
+         CREATE TABLE IF NOT EXISTS queue_counters (
+             queue TEXT PRIMARY KEY,
+             sent INTEGER NOT NULL
+         );",
     )?;
     Ok(connection)
 }
@@ -200,6 +207,27 @@ impl SqliteQueue {
     }
 }
 
+/// One message in, and the queue's send counter up, together: the counter
+/// is the cheap change signal a controller at zero polls.
+fn insert_counted(
+    connection: &mut Connection,
+    name: &str,
+    body: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute(
+        "INSERT INTO messages (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
+        params![name, body, now],
+    )?;
+    transaction.execute(
+        "INSERT INTO queue_counters (queue, sent) VALUES (?1, 1)
+         ON CONFLICT (queue) DO UPDATE SET sent = sent + 1",
+        params![name],
+    )?;
+    transaction.commit()
+}
+
 fn unavailable(queue: &str) -> impl Fn(rusqlite::Error) -> QueueError + '_ {
     move |e| QueueError::Unavailable {
         queue: queue.to_owned(),
@@ -224,10 +252,7 @@ impl Queue for SqliteQueue {
                     .pragma_update(None, "synchronous", "FULL")
                     .map_err(unavailable(name))?;
             }
-            let inserted = connection.execute(
-                "INSERT INTO messages (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
-                params![name, body, now],
-            );
+            let inserted = insert_counted(connection, name, &body, now);
             if durable {
                 connection
                     .pragma_update(None, "synchronous", "NORMAL")
@@ -235,6 +260,21 @@ impl Queue for SqliteQueue {
             }
             inserted.map_err(unavailable(name))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn sent_count(&self) -> Result<Option<u64>, QueueError> {
+        self.with_connection(|connection, name| {
+            connection
+                .query_row(
+                    "SELECT sent FROM queue_counters WHERE queue = ?1",
+                    params![name],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()
+                .map(|sent| Some(sent.unwrap_or(0) as u64))
+                .map_err(unavailable(name))
         })
         .await
     }
@@ -371,6 +411,26 @@ mod tests {
 
     const NO_WAIT: Duration = Duration::ZERO;
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn sends_are_counted_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let (requests, _) = queues(dir.path());
+        let file = SqliteQueueFile::new(dir.path().join("queue.sqlite"));
+        let other = file.open("requests", None).unwrap();
+        assert_eq!(other.sent_count().await.unwrap(), Some(0));
+        requests.send("a").await.unwrap();
+        requests.send("b").await.unwrap();
+        let received = requests
+            .receive(2, Duration::ZERO, Duration::from_secs(10))
+            .await
+            .unwrap();
+        for message in received {
+            requests.delete(&message.receipt).await.unwrap();
+        }
+        // Counted from another connection, and not undone by deletes.
+        assert_eq!(other.sent_count().await.unwrap(), Some(2));
+    }
 
     #[tokio::test]
     async fn received_messages_are_invisible_until_deleted() {

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::faults::Faults;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trace {
@@ -19,6 +21,19 @@ pub struct Trace {
     /// Arrivals, phase after phase.
     #[serde(rename = "phase")]
     pub phases: Vec<Phase>,
+    /// Jobs already queued at the start (a replayed period's backlog).
+    #[serde(default)]
+    pub initial_backlog: u64,
+    /// Instances already running at the start.
+    #[serde(default)]
+    pub initial_instances: u32,
+    /// What goes wrong on the way (`[faults]`; none by default).
+    #[serde(default)]
+    pub faults: Faults,
+    /// Where each phase starts, for a fast lookup over long (replayed)
+    /// traces.
+    #[serde(skip)]
+    starts: Vec<f64>,
 }
 
 /// `seconds` of arrivals at `rate` per second, or ramping linearly from
@@ -44,8 +59,45 @@ impl Trace {
 
     pub fn parse(text: &str) -> anyhow::Result<Trace> {
         let trace: Trace = toml::from_str(text)?;
-        trace.validate()?;
-        Ok(trace)
+        trace.ready()
+    }
+
+    /// A trace made in code (a replayed period), checked as a file is.
+    pub fn from_phases(
+        description: String,
+        service_time_ms: f64,
+        boot_delay_s: f64,
+        tick_s: f64,
+        phases: Vec<Phase>,
+    ) -> anyhow::Result<Trace> {
+        Trace {
+            description,
+            service_time_ms,
+            boot_delay_s,
+            tick_s,
+            phases,
+            initial_backlog: 0,
+            initial_instances: 0,
+            faults: Faults::default(),
+            starts: Vec::new(),
+        }
+        .ready()
+    }
+
+    fn ready(mut self) -> anyhow::Result<Trace> {
+        self.validate()?;
+        self.faults.validate()?;
+        let mut start = 0.0;
+        self.starts = self
+            .phases
+            .iter()
+            .map(|p| {
+                let here = start;
+                start += p.seconds;
+                here
+            })
+            .collect();
+        Ok(self)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -96,15 +148,19 @@ impl Trace {
 
     /// Arrival rate (per second) at time `t`.
     pub fn rate_at(&self, t: f64) -> f64 {
-        let mut start = 0.0;
-        for phase in &self.phases {
-            if t < start + phase.seconds {
-                let end = phase.rate_end.unwrap_or(phase.rate);
-                let progress = (t - start) / phase.seconds;
-                return phase.rate + (end - phase.rate) * progress;
-            }
-            start += phase.seconds;
+        if t < 0.0 {
+            return 0.0;
         }
-        0.0
+        let index = self.starts.partition_point(|start| *start <= t);
+        let Some(i) = index.checked_sub(1) else {
+            return 0.0;
+        };
+        let (phase, start) = (&self.phases[i], self.starts[i]);
+        if t >= start + phase.seconds {
+            return 0.0;
+        }
+        let end = phase.rate_end.unwrap_or(phase.rate);
+        let progress = (t - start) / phase.seconds;
+        phase.rate + (end - phase.rate) * progress
     }
 }

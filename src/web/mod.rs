@@ -31,7 +31,7 @@ pub use error::ApiError;
 pub use listener::ConnectionLimits;
 pub use results::ResultRouter;
 
-use crate::controller::SharedStatus;
+use crate::controller::{Arrivals, SharedStatus};
 use crate::job::{unix_millis, FailureKind, JobId, JobRequest, JobResult, Outcome};
 use crate::services::Services;
 use crate::shutdown::Shutdown;
@@ -85,6 +85,8 @@ pub struct WebState {
     reply_to: Option<String>,
     /// Metrics, and the dashboard's history and live feed.
     telemetry: Telemetry,
+    /// Rung for each job queued: wakes the controller in this process.
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 impl WebState {
@@ -98,6 +100,7 @@ impl WebState {
             reply_to: None,
             // Fails only if two metrics share a name: a bug, found by any test.
             telemetry: Telemetry::new().expect("the metrics register"),
+            arrivals: None,
         }
     }
 
@@ -112,6 +115,13 @@ impl WebState {
 
     pub fn with_controller(mut self, status: SharedStatus) -> WebState {
         self.controller = Some(status);
+        self
+    }
+
+    /// Tells the controller in this process of each job queued, so the
+    /// first job at an empty fleet starts a worker at once.
+    pub fn with_arrivals(mut self, arrivals: Arc<Arrivals>) -> WebState {
+        self.arrivals = Some(arrivals);
         self
     }
 }
@@ -386,6 +396,9 @@ async fn submit(
             "unavailable",
             format!("cannot queue the job: {e}"),
         ));
+    }
+    if let Some(arrivals) = &state.arrivals {
+        arrivals.arrived();
     }
     Ok(())
 }

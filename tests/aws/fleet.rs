@@ -247,6 +247,7 @@ fn controller(requests: &SqsQueue, fleet: Ec2Fleet, max: u32) -> Controller {
             interval: Duration::from_millis(300),
             limits: Limits { min: 0, max },
             dry_run: false,
+            ..ControllerSettings::default()
         },
     )
 }
