@@ -103,7 +103,8 @@ impl Decider {
                 (stabilized.target, note)
             }
         };
-        let plan = plan_to(
+        let hold = stale && tuning.on_outage == OnOutage::Hold;
+        let mut plan = plan_to(
             target,
             answer.decision.clone(),
             observation,
@@ -111,6 +112,12 @@ impl Decider {
             limits,
             held,
         );
+        if hold {
+            // "Launch nothing, stop nothing", even below the floor: the
+            // counts the floor would be measured against are not trusted.
+            plan.desired = active;
+            plan.action = super::plan::Action::Hold;
+        }
         if !stale {
             self.last_fresh = Some(plan.desired);
         }
