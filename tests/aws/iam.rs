@@ -175,6 +175,9 @@ fn every_call_is_allowed_by_its_tiers_policy_and_every_grant_is_needed() {
         config_arg,
         "--interval-ms",
         "300",
+        // The test waits for the scale-in: no 30 s delay.
+        "--scale-in-delay",
+        "0",
         "--data-dir",
         dir.path().to_str().unwrap(),
     ];

@@ -52,8 +52,9 @@ pub async fn any_image(clients: &AwsClients) -> String {
 }
 
 /// `imagefleet controller --backend aws --fleet NAME --data-dir DIR`,
-/// ticking fast enough for a test, plus `extra` flags. The data dir holds
-/// the record of launched instances; a restarted controller gets the same.
+/// ticking fast enough for a test and scaling in without delay, plus
+/// `extra` flags. The data dir holds the record of launched instances; a
+/// restarted controller gets the same.
 pub fn controller_args(fleet: &str, data_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "controller",
@@ -63,6 +64,9 @@ pub fn controller_args(fleet: &str, data_dir: &std::path::Path, extra: &[&str]) 
         fleet,
         "--interval-ms",
         "300",
+        // Tests wait for the fleet to shrink: no 30 s scale-in delay.
+        "--scale-in-delay",
+        "0",
         "--data-dir",
         data_dir.to_str().unwrap(),
     ]

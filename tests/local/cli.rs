@@ -61,7 +61,8 @@ fn policy_check_reports_line_and_column() {
             "{file}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(stdout(&out).trim(), "ok");
+        // Its tests' figures first (NAME.test.toml), then the verdict.
+        assert_eq!(stdout(&out).trim().lines().last(), Some("ok"));
     }
     let temp = tempfile::tempdir().unwrap();
     let broken = temp.path().join("broken.rhai");
@@ -100,7 +101,9 @@ fn simulate_summarises_and_draws_a_chart() {
     );
     let text = stdout(&out);
     assert!(text.contains("jobs: 100 arrived, 100 completed"), "{text}");
-    assert!(text.contains("instances: peak 10,"), "{text}");
+    // Woken by the first arrivals, the controller starts fewer instances
+    // than the whole burst would ask for at the next tick, and keeps them.
+    assert!(text.contains("instances: peak 8, 8 launched,"), "{text}");
     assert!(text.contains("queue wait: p50"), "{text}");
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2);

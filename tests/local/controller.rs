@@ -127,6 +127,8 @@ fn workers_die_with_their_controller_and_leftovers_are_adopted() {
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_imagefleet"))
             .args(["controller", "--interval-ms", "200", "--max-instances", "3"])
+            // Stop at once when the policy says so (the default waits 30 s).
+            .args(["--scale-in-delay", "0"])
             .arg("--policy")
             .arg(&policy)
             .arg("--data-dir")

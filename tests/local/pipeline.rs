@@ -13,7 +13,16 @@ use imagefleet::services::Services;
 /// back to zero once the queue is empty.
 #[test]
 fn hundred_concurrent_uploads_all_get_labels() {
-    let mut server = Server::start(&["serve", "--interval-ms", "300", "--max-instances", "4"]);
+    // No scale-in delay: the test waits for the fleet to shrink to zero.
+    let mut server = Server::start(&[
+        "serve",
+        "--interval-ms",
+        "300",
+        "--max-instances",
+        "4",
+        "--scale-in-delay",
+        "0",
+    ]);
     let status_url = server.url("/status");
     let fleet_size = {
         let url = status_url.clone();
