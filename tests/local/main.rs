@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod autoscaler;
 mod cli;
 mod controller;
 mod decode_limits;
