@@ -72,8 +72,10 @@ impl Options {
             bento_python: option("--compare-bentoml"),
             set_python: option("--python"),
             samples: args.iter().any(|a| a == "--samples"),
-            binary: option("--binary")
-                .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_imagefleet")), PathBuf::from),
+            binary: option("--binary").map_or_else(
+                || PathBuf::from(env!("CARGO_BIN_EXE_imagefleet")),
+                PathBuf::from,
+            ),
         }
     }
 }
@@ -266,7 +268,13 @@ struct Contender {
 }
 
 impl Contender {
-    fn start(name: &str, mut command: Command, port: u16, warmup: Warmup, files: &[PathBuf]) -> Self {
+    fn start(
+        name: &str,
+        mut command: Command,
+        port: u16,
+        warmup: Warmup,
+        files: &[PathBuf],
+    ) -> Self {
         let url = format!("http://127.0.0.1:{port}/");
         let process = command
             .stdin(Stdio::null())

@@ -17,9 +17,9 @@ use crate::controller::{Controller, ControllerSettings, Limits};
 use crate::fleet::{Fleet, LocalFleet, WorkerCommand};
 use crate::paths::{absolute, default_model_manifest, default_policy, DEFAULT_DATA_DIR};
 use crate::policy::{OnOutage, PolicyLimits, PolicySource, ReloadGate, Tuning, DEFAULT_HISTORY};
-use crate::simulate::policy_tests::PolicyTests;
 use crate::queue::Queue;
 use crate::services::{LocalLayout, Services};
+use crate::simulate::policy_tests::PolicyTests;
 use crate::web::{ConnectionLimits, WebSettings};
 
 #[derive(Debug, Args, Clone)]
@@ -193,9 +193,8 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 fn parse_on_outage(text: &str) -> Result<OnOutage, String> {
-    OnOutage::parse(text).ok_or_else(|| {
-        format!("{text:?}: expected hold, floor, last-plan or policy")
-    })
+    OnOutage::parse(text)
+        .ok_or_else(|| format!("{text:?}: expected hold, floor, last-plan or policy"))
 }
 
 #[derive(Debug, Args, Clone)]
@@ -236,8 +235,11 @@ impl ControllerOptions {
         default_max: u32,
     ) -> anyhow::Result<Controller> {
         let gate: Arc<dyn ReloadGate> = Arc::new(PolicyTests);
-        let policy =
-            PolicySource::open_gated(&self.policy.path(), self.policy.limits(), Some(gate.clone()))?;
+        let policy = PolicySource::open_gated(
+            &self.policy.path(),
+            self.policy.limits(),
+            Some(gate.clone()),
+        )?;
         let shadows = self
             .shadow_policies
             .iter()

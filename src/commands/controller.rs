@@ -65,9 +65,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             // only: its IAM policy grants nothing else.
             let config = args.backend.aws.load()?;
             let (requests, fleet) = controller_fleet(&config, &data_dir).await?;
-            let controller = args
-                .controller
-                .build(&data_dir, requests, fleet, DEFAULT_MAX_INSTANCES)?;
+            let controller =
+                args.controller
+                    .build(&data_dir, requests, fleet, DEFAULT_MAX_INSTANCES)?;
             if let Some(addr) = args.status_listen {
                 serve_status(addr, controller.status(), shutdown.clone()).await?;
             }

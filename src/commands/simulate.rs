@@ -79,10 +79,16 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("replaying {}: {e:#}", log.display()))?;
         println!("policy: {}", policy_path.display());
         print!("{report}");
-        write_chart(&args.chart, &svg(&report.candidate.samples, &chart_title(&policy_path, log)))?;
+        write_chart(
+            &args.chart,
+            &svg(&report.candidate.samples, &chart_title(&policy_path, log)),
+        )?;
         return Ok(());
     }
-    let trace_path = args.trace.as_ref().expect("clap requires --trace without --replay");
+    let trace_path = args
+        .trace
+        .as_ref()
+        .expect("clap requires --trace without --replay");
     let trace = Trace::load(trace_path)?;
     options.faults = trace.faults.clone();
     for fault in &args.faults {
@@ -106,7 +112,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             table.parameter
         );
         print!("{table}");
-        write_chart(&args.chart, &table.svg(&chart_title(&policy_path, trace_path)))?;
+        write_chart(
+            &args.chart,
+            &table.svg(&chart_title(&policy_path, trace_path)),
+        )?;
         return Ok(());
     }
     let summary = simulate_with(&trace, &policy, &options)
@@ -135,7 +144,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         println!("records: {}", path.display());
     }
-    write_chart(&args.chart, &svg(&summary.samples, &chart_title(&policy_path, trace_path)))
+    write_chart(
+        &args.chart,
+        &svg(&summary.samples, &chart_title(&policy_path, trace_path)),
+    )
 }
 
 pub fn print_summary(summary: &Summary) {

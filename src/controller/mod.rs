@@ -173,10 +173,17 @@ impl Controller {
     /// Keeps the policies' state in `DATA/policy-state.json` (restoring it
     /// now) and each tick's record in `DATA/decisions/` (`log_files` files
     /// of at most 8 MiB; 0: no log).
-    pub fn with_data_dir(mut self, data_dir: &Path, log_files: usize) -> anyhow::Result<Controller> {
+    pub fn with_data_dir(
+        mut self,
+        data_dir: &Path,
+        log_files: usize,
+    ) -> anyhow::Result<Controller> {
         let file = StateFile::new(data_dir.join("policy-state.json"));
         self.saved = file.load().unwrap_or_else(|e| {
-            tracing::warn!(error = format!("{e:#}"), "the saved policy state is unreadable; starting afresh");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the saved policy state is unreadable; starting afresh"
+            );
             SavedStates::default()
         });
         {
@@ -198,7 +205,8 @@ impl Controller {
                 decisions::DEFAULT_FILE_BYTES,
             )?;
             let dir = log.dir().to_owned();
-            self.status.record_autoscaler(|a| a.decision_log = Some(dir));
+            self.status
+                .record_autoscaler(|a| a.decision_log = Some(dir));
             self.log = Some(log);
         }
         let state = self.saved.live.clone();
@@ -259,7 +267,8 @@ impl Controller {
             }
         }
         self.active = Some(plan.observation.running + plan.observation.pending);
-        self.status.record(&plan, instances.clone(), policy_status.clone());
+        self.status
+            .record(&plan, instances.clone(), policy_status.clone());
         let shadows = self.evaluate_shadows(t, &plan, &instances).await;
 
         self.ticks.total += 1;
@@ -353,7 +362,9 @@ impl Controller {
                 None
             }
             Err(_) => {
-                outage.push(format!("observing the queue: no answer within {OBSERVE_TIMEOUT:?}"));
+                outage.push(format!(
+                    "observing the queue: no answer within {OBSERVE_TIMEOUT:?}"
+                ));
                 None
             }
         };
@@ -383,7 +394,9 @@ impl Controller {
                 None
             }
             Err(_) => {
-                outage.push(format!("observing the fleet: no answer within {OBSERVE_TIMEOUT:?}"));
+                outage.push(format!(
+                    "observing the fleet: no answer within {OBSERVE_TIMEOUT:?}"
+                ));
                 None
             }
         };
@@ -460,7 +473,12 @@ impl Controller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|s| (s.status().path.display().to_string(), s.status().state.clone()))
+            .map(|s| {
+                (
+                    s.status().path.display().to_string(),
+                    s.status().state.clone(),
+                )
+            })
             .collect();
         let states = SavedStates { live, shadows };
         if states == self.saved {

@@ -166,7 +166,13 @@ mod tests {
         assert_eq!(s.stabilize(32.0, 1, 6, &t).target, 4);
         assert_eq!(s.stabilize(34.0, 1, 4, &t).target, 2);
         let last = s.stabilize(36.0, 1, 2, &t);
-        assert_eq!(last, Stabilized { target: 1, note: None });
+        assert_eq!(
+            last,
+            Stabilized {
+                target: 1,
+                note: None
+            }
+        );
     }
 
     #[test]

@@ -219,7 +219,9 @@ fn an_observation_outage_gives_way_to_the_configured_fallback() {
             assert_eq!(fresh.desired, 4);
             assert_eq!(fresh.decision.reason, "stale false, backlog 35");
 
-            queue.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+            queue
+                .failing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             let stale = controller.tick().await.unwrap();
             assert_eq!(
@@ -227,15 +229,24 @@ fn an_observation_outage_gives_way_to_the_configured_fallback() {
                 "{mode}: the script sees the last good counts and that they are stale"
             );
             assert!(stale.observation.stale_secs >= 0.02, "{stale:?}");
-            assert_eq!((stale.desired, &stale.action), (desired, &action), "{mode}: {stale}");
-            assert!(stale.held.as_deref().unwrap().starts_with("outage"), "{stale}");
+            assert_eq!(
+                (stale.desired, &stale.action),
+                (desired, &action),
+                "{mode}: {stale}"
+            );
+            assert!(
+                stale.held.as_deref().unwrap().starts_with("outage"),
+                "{stale}"
+            );
             let status = controller.status().snapshot();
             let outage = status.autoscaler.outage.expect("the outage is shown");
             assert_eq!(outage.fallback, mode);
             assert!(outage.errors[0].contains("injected outage"), "{outage:?}");
             assert!(status.last_error.unwrap().contains("observing the queue"));
 
-            queue.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+            queue
+                .failing
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             let again = controller.tick().await.unwrap();
             assert_eq!(again.observation.stale_secs, 0.0);
             assert!(controller.status().snapshot().autoscaler.outage.is_none());

@@ -217,7 +217,10 @@ fn fuzz_shipped_policies_on_arbitrary_observations() {
             include_str!("../../policies/business-hours-floor.rhai"),
         ),
         ("trend.rhai", include_str!("../../policies/trend.rhai")),
-        ("warm-peak.rhai", include_str!("../../policies/warm-peak.rhai")),
+        (
+            "warm-peak.rhai",
+            include_str!("../../policies/warm-peak.rhai"),
+        ),
         (
             "outage-aware.rhai",
             include_str!("../../policies/outage-aware.rhai"),

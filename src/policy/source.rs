@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::state::{empty_state, Answer, HistoryEntry, Tuning};
-use super::{Decision, Observation, Policy, PolicyError, PolicyErrorKind, PolicyInput, PolicyLimits};
+use super::{
+    Decision, Observation, Policy, PolicyError, PolicyErrorKind, PolicyInput, PolicyLimits,
+};
 
 /// What a new version must pass before it is applied: the policy's tests.
 /// Defined here and implemented above this layer (the tests run the
@@ -93,7 +95,10 @@ impl PolicySource {
                 .map_err(|e| anyhow::anyhow!("policy {} fails its tests: {e}", path.display()))?,
             None => None,
         };
-        let fingerprint = gate.as_ref().map(|g| g.fingerprint(path)).unwrap_or_default();
+        let fingerprint = gate
+            .as_ref()
+            .map(|g| g.fingerprint(path))
+            .unwrap_or_default();
         let policy = Arc::new(policy);
         Ok(PolicySource {
             path: path.to_owned(),
@@ -244,7 +249,9 @@ impl PolicySource {
                             })
                             .unwrap_or_else(|_| Answer {
                                 decision: Decision {
-                                    desired: observation.running.saturating_add(observation.pending),
+                                    desired: observation
+                                        .running
+                                        .saturating_add(observation.pending),
                                     reason: "no policy could decide; holding".into(),
                                 },
                                 overrides: Default::default(),
@@ -412,12 +419,21 @@ mod tests {
         std::fs::write(&path, COUNTER).unwrap();
         let mut source = PolicySource::open(&path).unwrap();
         let tuning = Tuning::default();
-        assert_eq!(source.evaluate(&backlog(0), &[], &tuning).decision.desired, 1);
-        assert_eq!(source.evaluate(&backlog(0), &[], &tuning).decision.desired, 2);
+        assert_eq!(
+            source.evaluate(&backlog(0), &[], &tuning).decision.desired,
+            1
+        );
+        assert_eq!(
+            source.evaluate(&backlog(0), &[], &tuning).decision.desired,
+            2
+        );
         // A new version reads the same state.
         std::fs::write(&path, "state.n += 10; state.n").unwrap();
         source.refresh();
-        assert_eq!(source.evaluate(&backlog(0), &[], &tuning).decision.desired, 12);
+        assert_eq!(
+            source.evaluate(&backlog(0), &[], &tuning).decision.desired,
+            12
+        );
         // A version that throws after writing leaves the state as it was:
         // the last good version decides on the state before.
         std::fs::write(&path, "state.n = 1000; throw \"no\"").unwrap();
@@ -429,7 +445,10 @@ mod tests {
         std::fs::write(&path, COUNTER).unwrap();
         source.refresh();
         source.set_state(serde_json::json!({ "n": 41 }));
-        assert_eq!(source.evaluate(&backlog(0), &[], &tuning).decision.desired, 42);
+        assert_eq!(
+            source.evaluate(&backlog(0), &[], &tuning).decision.desired,
+            42
+        );
     }
 
     /// Fails every version whose text contains "bad".

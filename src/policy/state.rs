@@ -268,7 +268,9 @@ fn convert(value: &Dynamic, depth: usize) -> Result<Value, String> {
         return Ok(Value::String(value.to_string()));
     }
     if value.is_array() {
-        let array = value.read_lock::<Array>().ok_or("`state`: unreadable array")?;
+        let array = value
+            .read_lock::<Array>()
+            .ok_or("`state`: unreadable array")?;
         return array
             .iter()
             .map(|item| convert(item, depth + 1))
@@ -304,7 +306,9 @@ mod tests {
 
     #[test]
     fn states_a_file_cannot_hold_are_refused() {
-        assert!(from_dynamic(&Dynamic::from(3_i64)).unwrap_err().contains("map"));
+        assert!(from_dynamic(&Dynamic::from(3_i64))
+            .unwrap_err()
+            .contains("map"));
         let mut map = Map::new();
         map.insert("x".into(), Dynamic::from(f64::NAN));
         assert!(from_dynamic(&map.into()).is_err());

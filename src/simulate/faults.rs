@@ -86,7 +86,9 @@ impl Faults {
     }
 
     pub fn in_outage(&self, t: f64) -> bool {
-        self.outages.iter().any(|[start, end]| *start <= t && t < *end)
+        self.outages
+            .iter()
+            .any(|[start, end]| *start <= t && t < *end)
     }
 
     /// Applies `KEY=VALUE`, as given to `simulate --fault`: `outage=A..B`

@@ -228,9 +228,7 @@ pub fn simulate_with(
                 }
             }
         }
-        fleet.retain(|i| {
-            !(i.gone || (i.state == InstanceState::Draining && i.busy.is_none()))
-        });
+        fleet.retain(|i| !(i.gone || (i.state == InstanceState::Draining && i.busy.is_none())));
         instance_seconds += fleet.len() as f64 * STEP_S;
 
         let in_service = fleet.iter().filter(|i| i.busy.is_some()).count() as u64;
@@ -280,8 +278,7 @@ pub fn simulate_with(
                 fresh = Some((depth, listed.clone(), t));
                 (depth, listed, 0.0)
             };
-            let mut observation =
-                observe(depth, &instances, limits, last_scale.map(|s| t - s), t);
+            let mut observation = observe(depth, &instances, limits, last_scale.map(|s| t - s), t);
             observation.stale_secs = stale_secs;
             let history = decider.history();
             let answer = policy.evaluate(&PolicyInput {
@@ -299,8 +296,8 @@ pub fn simulate_with(
                     for _ in 0..*count {
                         next_id += 1;
                         let slow = rng.chance(faults.slow_boot);
-                        let boot = trace.boot_delay_s
-                            * if slow { faults.slow_boot_factor } else { 1.0 };
+                        let boot =
+                            trace.boot_delay_s * if slow { faults.slow_boot_factor } else { 1.0 };
                         let id = format!("sim-{next_id}");
                         launched.push(id.clone());
                         fleet.push(SimInstance {
@@ -331,7 +328,11 @@ pub fn simulate_with(
                 records.push(DecisionRecord {
                     t,
                     tick: u64::from(ticks),
-                    cause: if woken { Cause::Arrival } else { Cause::Interval },
+                    cause: if woken {
+                        Cause::Arrival
+                    } else {
+                        Cause::Interval
+                    },
                     interval_s: trace.tick_s,
                     dry_run: false,
                     limits,
@@ -434,7 +435,11 @@ mod tests {
         assert!(summary.wakes >= 1, "{} wakes", summary.wakes);
         assert!(summary.wait_p50_s < 1.6, "p50 {}", summary.wait_p50_s);
         // Held for the 30 s scale-in delay, then one per tick.
-        assert!(summary.idle_to_floor_s > 30.0, "{}", summary.idle_to_floor_s);
+        assert!(
+            summary.idle_to_floor_s > 30.0,
+            "{}",
+            summary.idle_to_floor_s
+        );
     }
 
     #[test]
@@ -488,7 +493,11 @@ mod tests {
             after.wait_p95_s,
             after.instance_seconds
         );
-        assert!(after.launches <= 2 * after.peak_instances, "{}", after.launches);
+        assert!(
+            after.launches <= 2 * after.peak_instances,
+            "{}",
+            after.launches
+        );
         assert!(after.wait_p95_s <= before.wait_p95_s);
         assert_eq!(after.completed, after.arrivals);
     }
@@ -515,7 +524,12 @@ mod tests {
         assert!(!stale.is_empty());
         for record in stale {
             assert_eq!(record.plan.action, Action::Hold, "{}", record.plan);
-            assert!(record.plan.held.as_deref().unwrap().contains("holding the fleet"));
+            assert!(record
+                .plan
+                .held
+                .as_deref()
+                .unwrap()
+                .contains("holding the fleet"));
         }
     }
 

@@ -198,9 +198,11 @@ pub fn run(policy: &Policy, tests: &Path) -> anyhow::Result<TestReport> {
         let name = invariant.trace.display().to_string();
         let (note, failures) = run_invariant(policy, invariant, base)?;
         report.notes.push(format!("{name}: {note}"));
-        report
-            .failures
-            .extend(failures.into_iter().map(|f| format!("invariant {name:?}: {f}")));
+        report.failures.extend(
+            failures
+                .into_iter()
+                .map(|f| format!("invariant {name:?}: {f}")),
+        );
     }
     Ok(report)
 }
@@ -219,8 +221,9 @@ fn tuning(
         tuning.scale_in_step = step.max(1);
     }
     if let Some(mode) = on_outage {
-        tuning.on_outage = OnOutage::parse(mode)
-            .ok_or_else(|| format!("on_outage {mode:?}: expected hold, floor, last-plan or policy"))?;
+        tuning.on_outage = OnOutage::parse(mode).ok_or_else(|| {
+            format!("on_outage {mode:?}: expected hold, floor, last-plan or policy")
+        })?;
     }
     if let Some(interval) = interval {
         tuning.interval_s = interval;
@@ -229,10 +232,13 @@ fn tuning(
 }
 
 fn run_case(policy: &Policy, case: &Case) -> Result<(), String> {
-    let limits = case.limits.as_ref().map_or(Limits { min: 0, max: 20 }, |l| Limits {
-        min: l.min,
-        max: l.max,
-    });
+    let limits = case
+        .limits
+        .as_ref()
+        .map_or(Limits { min: 0, max: 20 }, |l| Limits {
+            min: l.min,
+            max: l.max,
+        });
     let i = &case.instances;
     let busy = case.queue.in_flight.min(u64::from(i.running)) as u32;
     let observation = Observation {
@@ -458,7 +464,10 @@ mod tests {
             // One per 20 messages: the cases of one per 10 fail.
             ("(queue.backlog + 19) / 20", "case"),
             // Never scales in: not back at zero.
-            ("max(instances.active, (queue.backlog + 9) / 10)", "after the last job"),
+            (
+                "max(instances.active, (queue.backlog + 9) / 10)",
+                "after the last job",
+            ),
             // Follows the backlog with no delay at all: flaps.
             (
                 "#{ desired: (queue.backlog + 9) / 10, scale_in_delay: 0, scale_in_step: 100 }",
@@ -468,7 +477,11 @@ mod tests {
             let policy = Policy::compile(script).unwrap();
             let report = run(&policy, &tests).unwrap();
             assert!(!report.ok(), "{script} passed");
-            assert!(report.summary().contains(words), "{script}: {}", report.summary());
+            assert!(
+                report.summary().contains(words),
+                "{script}: {}",
+                report.summary()
+            );
         }
     }
 
@@ -517,8 +530,11 @@ expect = 7
     fn unknown_keys_in_a_test_file_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let tests = dir.path().join("p.test.toml");
-        std::fs::write(&tests, "[[case]]\nname = \"x\"\nexpect = 1\nqueue = { visibel = 3 }\n")
-            .unwrap();
+        std::fs::write(
+            &tests,
+            "[[case]]\nname = \"x\"\nexpect = 1\nqueue = { visibel = 3 }\n",
+        )
+        .unwrap();
         let err = run(&Policy::compile("1").unwrap(), &tests).unwrap_err();
         assert!(err.to_string().contains("visibel"), "{err}");
     }

@@ -138,9 +138,14 @@ pub fn estimate(
         for w in pairs() {
             let (a, b) = (&w[0], &w[1]);
             let dt = b.t - a.t;
-            let arrived = b.record.sent.unwrap_or(0).saturating_sub(a.record.sent.unwrap_or(0));
+            let arrived = b
+                .record
+                .sent
+                .unwrap_or(0)
+                .saturating_sub(a.record.sent.unwrap_or(0));
             let completed = (arrived as f64 + a.backlog as f64 - b.backlog as f64).max(0.0);
-            let waiting = a.record.plan.observation.visible > 0 && b.record.plan.observation.visible > 0;
+            let waiting =
+                a.record.plan.observation.visible > 0 && b.record.plan.observation.visible > 0;
             if waiting && a.running > 0.0 && b.running > 0.0 {
                 saturated_time += (a.running + b.running) / 2.0 * dt;
                 saturated_done += completed;
@@ -170,7 +175,10 @@ pub fn estimate(
         let (a, b) = (&w[0], &w[1]);
         let dt = b.t - a.t;
         let arrived = if counted {
-            b.record.sent.unwrap_or(0).saturating_sub(a.record.sent.unwrap_or(0)) as f64
+            b.record
+                .sent
+                .unwrap_or(0)
+                .saturating_sub(a.record.sent.unwrap_or(0)) as f64
         } else {
             // What the backlog grew by, plus what the fleet could have
             // finished of what was there: a lower bound.
@@ -184,10 +192,9 @@ pub fn estimate(
             rate_end: None,
         });
         happened.instance_seconds += (a.fleet + b.fleet) / 2.0 * dt;
-        visible_time += (a.record.plan.observation.visible + b.record.plan.observation.visible)
-            as f64
-            / 2.0
-            * dt;
+        visible_time +=
+            (a.record.plan.observation.visible + b.record.plan.observation.visible) as f64 / 2.0
+                * dt;
     }
     for record in records {
         happened.launches += record.launches();
@@ -248,7 +255,12 @@ fn boot_delay(records: &[DecisionRecord]) -> Option<f64> {
         for id in &record.launched {
             let mut last_not_ready = record.t;
             for later in &records[i + 1..] {
-                match later.instances.iter().find(|x| &x.id == id).map(|x| x.state) {
+                match later
+                    .instances
+                    .iter()
+                    .find(|x| &x.id == id)
+                    .map(|x| x.state)
+                {
                     Some(InstanceState::Running) => {
                         boots.push(((last_not_ready + later.t) / 2.0 - record.t).max(0.0));
                         break;
@@ -282,13 +294,21 @@ impl fmt::Display for ReplayReport {
             } else {
                 String::new()
             },
-            if e.dry_run { "; a dry run: the launches were planned, not made" } else { "" }
+            if e.dry_run {
+                "; a dry run: the launches were planned, not made"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             f,
             "workload: {} jobs ({}); service {:.1} ms per image ({}); boot {:.2} s ({}); tick {} s",
             e.arrivals,
-            if e.counted { "counted" } else { "estimated, a lower bound" },
+            if e.counted {
+                "counted"
+            } else {
+                "estimated, a lower bound"
+            },
             e.trace.service_time_ms,
             e.service_source,
             e.trace.boot_delay_s,

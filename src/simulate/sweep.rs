@@ -122,7 +122,11 @@ pub fn substitute(script: &str, name: &str, value: f64) -> anyhow::Result<String
             match declared {
                 Some(rest) if !found => {
                     found = true;
-                    let keyword = if trimmed.starts_with("let") { "let" } else { "const" };
+                    let keyword = if trimmed.starts_with("let") {
+                        "let"
+                    } else {
+                        "const"
+                    };
                     let indent = &line[..line.len() - trimmed.len()];
                     // Whatever followed the statement (a comment) stays.
                     let tail = rest.find(';').map_or("", |i| &rest[i + 1..]);
@@ -156,9 +160,10 @@ fn mark_front(rows: &mut [SweepRow]) {
         .collect();
     for (i, row) in rows.iter_mut().enumerate() {
         let (cost, wait) = points[i];
-        row.front = !points.iter().enumerate().any(|(j, &(c, w))| {
-            j != i && c <= cost && w <= wait && (c < cost || w < wait)
-        });
+        row.front = !points
+            .iter()
+            .enumerate()
+            .any(|(j, &(c, w))| j != i && c <= cost && w <= wait && (c < cost || w < wait));
     }
 }
 
@@ -288,7 +293,10 @@ mod tests {
     fn a_constant_is_substituted_where_it_is_declared() {
         let script = "// per\nlet messages_per_instance = 10; // tune me\nlet x = messages_per_instance_2;\n";
         let out = substitute(script, "messages_per_instance", 25.0).unwrap();
-        assert!(out.contains("let messages_per_instance = 25; // tune me"), "{out}");
+        assert!(
+            out.contains("let messages_per_instance = 25; // tune me"),
+            "{out}"
+        );
         assert!(out.contains("let x = messages_per_instance_2;"), "{out}");
         assert!(substitute(script, "missing", 1.0).is_err());
     }
@@ -310,7 +318,11 @@ mod tests {
         .unwrap();
         assert_eq!(table.rows.len(), 3);
         // More messages per instance: fewer instances, longer waits.
-        let costs: Vec<f64> = table.rows.iter().map(|r| r.summary.instance_seconds).collect();
+        let costs: Vec<f64> = table
+            .rows
+            .iter()
+            .map(|r| r.summary.instance_seconds)
+            .collect();
         assert!(costs[0] > costs[2], "{costs:?}");
         assert!(table.rows.iter().any(|r| r.front));
         let text = table.to_string();
