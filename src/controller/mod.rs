@@ -266,7 +266,16 @@ impl Controller {
                 Err(e) => apply_error = Some(e),
             }
         }
-        self.active = Some(plan.observation.running + plan.observation.pending);
+        // What runs now: after a scale-in to zero, the next job must find
+        // the controller watching for arrivals at an empty fleet, not
+        // waiting for the tick to notice the fleet is gone.
+        let observed = plan.observation.running + plan.observation.pending;
+        let applied = !self.settings.dry_run && apply_error.is_none();
+        self.active = Some(match &plan.action {
+            Action::Launch(k) if applied => observed.saturating_add(*k),
+            Action::Terminate(ids) if applied => observed.saturating_sub(ids.len() as u32),
+            _ => observed,
+        });
         self.status
             .record(&plan, instances.clone(), policy_status.clone());
         let shadows = self.evaluate_shadows(t, &plan, &instances).await;

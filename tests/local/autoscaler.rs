@@ -64,6 +64,52 @@ fn an_arrival_wakes_the_controller_without_waiting_for_the_tick() {
     assert!(ticks["woken_by_arrivals"].as_u64() >= Some(1), "{ticks}");
 }
 
+/// The same after the fleet has scaled in to zero: the tick that stopped
+/// the last worker leaves the controller watching for arrivals, so the
+/// next upload does not wait for the following tick either.
+#[test]
+fn after_a_scale_in_to_zero_an_arrival_still_wakes_the_controller() {
+    let server = Server::start(&["serve", "--interval-ms", "4000", "--scale-in-delay", "0"]);
+    let (file, accept) = expected_labels().remove(0);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let label = || {
+        let started = Instant::now();
+        let response = upload(
+            &client,
+            &server.url("/"),
+            "myfile",
+            &file,
+            sample(&file),
+            false,
+        );
+        assert_eq!(response.status(), 200);
+        let label = response.text().unwrap();
+        assert!(accept.contains(&label), "{file}: {label}");
+        started.elapsed()
+    };
+    label();
+    wait_for("the scale-in to zero", Duration::from_secs(10), || {
+        (controller_status(&server)["activity"]["terminated"].as_u64() >= Some(1)).then_some(())
+    });
+    let woken = controller_status(&server)["ticks"]["woken_by_arrivals"]
+        .as_u64()
+        .unwrap();
+    let took = label();
+    println!("first label after the scale-in in {took:?}");
+    let ticks = &controller_status(&server)["ticks"];
+    assert!(
+        ticks["woken_by_arrivals"].as_u64() > Some(woken),
+        "not woken by the arrival: {ticks}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the label took {took:?}: the controller waited for its tick"
+    );
+}
+
 /// A controller in its own process hears of a job queued by another
 /// process (a separate web tier) through the queue's change signal, long
 /// before its next tick.
