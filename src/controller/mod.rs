@@ -551,7 +551,10 @@ impl Controller {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
         let arrivals = Arc::clone(&self.arrivals);
-        let mut last_tick: Option<Instant> = None;
+        // Woken ticks come at most every MIN_WAKE_GAP; a regular tick does
+        // not delay a wake-up (the first job after a scale-in to zero
+        // comes just after the tick that stopped the last worker).
+        let mut last_woken: Option<Instant> = None;
         loop {
             // At zero, watch the queue: jobs from another process's web
             // tier ring no bell here.
@@ -578,14 +581,17 @@ impl Controller {
                 }
             };
             if cause != Cause::Interval {
-                if let Some(gap) = last_tick.map(|t| t.elapsed()).filter(|g| *g < MIN_WAKE_GAP) {
+                if let Some(gap) = last_woken
+                    .map(|t| t.elapsed())
+                    .filter(|g| *g < MIN_WAKE_GAP)
+                {
                     tokio::time::sleep(MIN_WAKE_GAP - gap).await;
                 }
                 // The next regular tick comes an interval after this one.
                 ticker.reset();
                 tracing::debug!(?cause, "woken before the tick");
+                last_woken = Some(Instant::now());
             }
-            last_tick = Some(Instant::now());
             // The controller serves no request, so its lines carry the tick
             // instead: the lines of one decision read together.
             ticks += 1;

@@ -157,7 +157,8 @@ pub fn simulate_with(
         (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut last_scale: Option<f64> = None;
     let (mut next_tick, mut next_sample) = (0.0, 0.0);
-    let mut last_tick = f64::NEG_INFINITY;
+    // Woken ticks are at least MIN_WAKE_GAP apart, as the controller's.
+    let mut last_woken = f64::NEG_INFINITY;
     let mut arrived_since_tick = 0u64;
     // The last counts read outside an outage, and when.
     let mut fresh: Option<(QueueDepth, Vec<Instance>, f64)> = None;
@@ -240,7 +241,7 @@ pub fn simulate_with(
         let due = t >= next_tick;
         let woken = !due
             && options.wake
-            && t - last_tick >= MIN_WAKE_GAP.as_secs_f64()
+            && t - last_woken >= MIN_WAKE_GAP.as_secs_f64()
             && worth_waking(arrived_since_tick, active);
         if due || woken {
             // A woken tick restarts the interval, as the controller's does.
@@ -249,7 +250,9 @@ pub fn simulate_with(
             } else {
                 t + trace.tick_s
             };
-            last_tick = t;
+            if woken {
+                last_woken = t;
+            }
             arrived_since_tick = 0;
             ticks += 1;
             wakes += u32::from(woken);
