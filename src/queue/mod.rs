@@ -7,6 +7,7 @@ pub mod reply;
 mod sqlite;
 mod sqs;
 
+use std::any::Any;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,10 +65,72 @@ fn check_batch(queue: &str, max: usize) -> Result<(), QueueError> {
     })
 }
 
+/// A consumer's lease on a received message: a send conditioned on it
+/// ([`Queue::send_fenced`]) goes out only while the consumer still holds
+/// the message, so a worker that stalled and lost its job to another
+/// announces nothing.
+pub struct Fence<'a> {
+    /// The queue the message came from.
+    pub queue: &'a dyn Queue,
+    pub receipt: &'a str,
+    /// How long the lease is renewed for.
+    pub visibility: Duration,
+}
+
+impl Fence<'_> {
+    /// Renews the lease; false when the queue no longer honours the receipt
+    /// (another consumer received the message since).
+    pub async fn renew(&self) -> Result<bool, QueueError> {
+        match self
+            .queue
+            .extend_visibility(self.receipt, self.visibility)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(QueueError::StaleReceipt { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Renews the fence, then sends: two steps, with a moment between them in
+/// which a consumer that stalls can still send after losing its lease (the
+/// web tier answers each request once, so a duplicate is dropped there).
+async fn renew_then_send<Q: Queue + ?Sized>(
+    queue: &Q,
+    body: &str,
+    fence: &Fence<'_>,
+) -> Result<bool, QueueError> {
+    if !fence.renew().await? {
+        return Ok(false);
+    }
+    queue.send(body).await?;
+    Ok(true)
+}
+
+/// Lets a backend recognise another queue of its own kind (the SQLite
+/// queue: one of the same file, for a send and a fence in one transaction).
+pub trait AsAny {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 #[async_trait]
-pub trait Queue: Send + Sync {
+pub trait Queue: AsAny + Send + Sync {
     fn name(&self) -> &str;
     async fn send(&self, body: &str) -> Result<(), QueueError>;
+    /// Sends `body` only while `fence` still holds its message, renewing
+    /// that lease; false, sending nothing, when it was lost. The SQLite
+    /// queue does both in one transaction when the fence's queue shares its
+    /// file; elsewhere it is [`renew_then_send`].
+    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<bool, QueueError> {
+        renew_then_send(self, body, fence).await
+    }
     /// Up to `max` (1..=10) messages; waits up to `wait` for the first one.
     async fn receive(
         &self,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{check_batch, Queue, QueueDepth, QueueError, ReceivedMessage};
+use super::{check_batch, renew_then_send, Fence, Queue, QueueDepth, QueueError, ReceivedMessage};
 
 /// The database file holding all of a data dir's queues.
 #[derive(Debug, Clone)]
@@ -41,6 +41,7 @@ impl SqliteQueueFile {
         })?;
         Ok(SqliteQueue {
             connection: Arc::new(Mutex::new(connection)),
+            path: self.path.clone(),
             name: name.to_owned(),
             dead_letter: dead_letter.map(|(queue, max)| (queue.to_owned(), max.max(1))),
             durable_sends: true,
@@ -87,6 +88,8 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 #[derive(Clone)]
 pub struct SqliteQueue {
     connection: Arc<Mutex<Connection>>,
+    /// The file: queues of one file can share a transaction.
+    path: PathBuf,
     name: String,
     dead_letter: Option<(String, u32)>,
     /// Flush each sent message to disk before `send` returns, so work once
@@ -216,6 +219,38 @@ fn insert_counted(
     now: i64,
 ) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    insert_message(&transaction, name, body, now)?;
+    transaction.commit()
+}
+
+/// [`insert_counted`] only while `receipt` still holds its message on
+/// `fence_queue`, whose lease it extends to `visible_at`: one transaction,
+/// so no consumer can lose the message between the check and the send.
+fn insert_if_held(
+    connection: &mut Connection,
+    name: &str,
+    body: &str,
+    now: i64,
+    (fence_queue, receipt, visible_at): (&str, &str, i64),
+) -> rusqlite::Result<bool> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let held = transaction.execute(
+        "UPDATE messages SET visible_at_ms = ?1 WHERE queue = ?2 AND receipt = ?3",
+        params![visible_at, fence_queue, receipt],
+    )? == 1;
+    if held {
+        insert_message(&transaction, name, body, now)?;
+    }
+    transaction.commit()?;
+    Ok(held)
+}
+
+fn insert_message(
+    transaction: &rusqlite::Transaction<'_>,
+    name: &str,
+    body: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
     transaction.execute(
         "INSERT INTO messages (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?3)",
         params![name, body, now],
@@ -225,7 +260,29 @@ fn insert_counted(
          ON CONFLICT (queue) DO UPDATE SET sent = sent + 1",
         params![name],
     )?;
-    transaction.commit()
+    Ok(())
+}
+
+/// Runs `write`; with `durable`, its commit (and with it every earlier
+/// one) reaches the disk before this returns.
+fn flushed_if<T>(
+    durable: bool,
+    connection: &mut Connection,
+    name: &str,
+    write: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+) -> Result<T, QueueError> {
+    if durable {
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable(name))?;
+    }
+    let written = write(connection);
+    if durable {
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(unavailable(name))?;
+    }
+    written.map_err(unavailable(name))
 }
 
 fn unavailable(queue: &str) -> impl Fn(rusqlite::Error) -> QueueError + '_ {
@@ -245,21 +302,39 @@ impl Queue for SqliteQueue {
         let body = body.to_owned();
         let durable = self.durable_sends;
         self.with_connection(move |connection, name| {
-            let now = now_ms();
-            // This commit, and with it every earlier one, reaches the disk.
-            if durable {
-                connection
-                    .pragma_update(None, "synchronous", "FULL")
-                    .map_err(unavailable(name))?;
-            }
-            let inserted = insert_counted(connection, name, &body, now);
-            if durable {
-                connection
-                    .pragma_update(None, "synchronous", "NORMAL")
-                    .map_err(unavailable(name))?;
-            }
-            inserted.map_err(unavailable(name))?;
-            Ok(())
+            flushed_if(durable, connection, name, |connection| {
+                insert_counted(connection, name, &body, now_ms())
+            })
+        })
+        .await
+    }
+
+    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<bool, QueueError> {
+        let same_file = fence
+            .queue
+            .as_any()
+            .downcast_ref::<SqliteQueue>()
+            .filter(|held| held.path == self.path);
+        let Some(held) = same_file else {
+            return renew_then_send(self, body, fence).await;
+        };
+        let body = body.to_owned();
+        let fence_queue = held.name.clone();
+        let receipt = fence.receipt.to_owned();
+        let durable = self.durable_sends;
+        let visibility = fence.visibility;
+        self.with_connection(move |connection, name| {
+            flushed_if(durable, connection, name, |connection| {
+                let now = now_ms();
+                let visible_at = now + visibility.as_millis() as i64;
+                insert_if_held(
+                    connection,
+                    name,
+                    &body,
+                    now,
+                    (&fence_queue, &receipt, visible_at),
+                )
+            })
         })
         .await
     }
@@ -474,6 +549,48 @@ mod tests {
             Err(QueueError::StaleReceipt { .. })
         ));
         queue.delete(&second[0].receipt).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fenced_send_goes_out_only_while_the_lease_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SqliteQueueFile::new(dir.path().join("queue.sqlite"));
+        let requests = file.open("requests", None).unwrap();
+        let results = file.open("results", None).unwrap().with_fast_sends();
+        requests.send("job").await.unwrap();
+        // The first worker's lease runs out and a second takes the job.
+        let first = requests.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
+        let second = requests.receive(1, NO_WAIT, HOUR).await.unwrap();
+        let fence = |receipt| Fence {
+            queue: &requests,
+            receipt,
+            visibility: HOUR,
+        };
+        assert!(!results
+            .send_fenced("late", &fence(&first[0].receipt))
+            .await
+            .unwrap());
+        assert!(results
+            .send_fenced("on time", &fence(&second[0].receipt))
+            .await
+            .unwrap());
+        let sent = results.receive(10, NO_WAIT, HOUR).await.unwrap();
+        assert_eq!(
+            sent.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["on time"]
+        );
+        // Expired but not taken by anyone: the send renews the lease, so
+        // no one can take the job before its holder deletes it.
+        let lapsed = file.open("lapsed", None).unwrap();
+        lapsed.send("job").await.unwrap();
+        let held = lapsed.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
+        let fence = Fence {
+            queue: &lapsed,
+            receipt: &held[0].receipt,
+            visibility: HOUR,
+        };
+        assert!(results.send_fenced("renewed", &fence).await.unwrap());
+        assert!(lapsed.receive(1, NO_WAIT, HOUR).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Fence, Queue, QueueError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LeaseState {
@@ -111,6 +111,16 @@ impl Leases {
                 leases.renew_all().await;
             }
         }))
+    }
+
+    /// The lease on `receipt`, for a send that must go out only while it
+    /// holds (the result's announcement).
+    pub fn fence<'a>(&'a self, receipt: &'a str) -> Fence<'a> {
+        Fence {
+            queue: self.queue.as_ref(),
+            receipt,
+            visibility: self.visibility,
+        }
     }
 
     /// Whether the lease is still ours right now: renews it once more, so

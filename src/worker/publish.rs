@@ -80,28 +80,34 @@ impl Publication {
     }
 
     async fn try_publish(&self) -> anyhow::Result<Published> {
+        // Checked first so a worker that lost its job stores nothing.
         if !self.still_ours().await? {
             return Ok(Published::LeaseLost);
         }
         if let Some((job_id, json)) = &self.result {
-            let (announcement, created) = self.store_once(*job_id, json).await?;
-            // A result already stored is announced again only by a worker
-            // that still holds the job (the one before it died between
-            // storing and announcing); one that stalled between its lease
-            // check and the store must not announce what another worker
-            // stored and announced.
-            if !created && !self.still_ours().await? {
-                return Ok(Published::LeaseLost);
-            }
-            self.services
+            let announcement = self.store_once(*job_id, json).await?;
+            // Announced only while the lease holds, checked in the same
+            // transaction as the send where the queue allows (SQLite): a
+            // worker that stalls after storing, and whose job another
+            // worker then redid and announced, announces nothing.
+            let announced = self
+                .services
                 .replies
                 .announce(
                     self.reply_to.as_deref(),
                     self.services.results.as_ref(),
                     &announcement,
+                    &self.leases.fence(&self.message.receipt),
                 )
                 .await
                 .with_context(|| format!("announcing result of job {job_id}"))?;
+            if !announced {
+                tracing::warn!(
+                    job = %job_id,
+                    "lease lost before announcing; another worker has the job, nothing announced"
+                );
+                return Ok(Published::LeaseLost);
+            }
         }
         if self.dead_letter {
             self.services
@@ -125,7 +131,7 @@ impl Publication {
     /// Stores the result unless one is stored already, and returns the one
     /// that is: a worker that redoes a job (its first worker died after
     /// storing) announces the first result, never a second, different one.
-    async fn store_once(&self, job_id: JobId, json: &str) -> anyhow::Result<(String, bool)> {
+    async fn store_once(&self, job_id: JobId, json: &str) -> anyhow::Result<String> {
         let key = job_id.output_key();
         let outputs = &self.services.outputs;
         let created = outputs
@@ -133,7 +139,7 @@ impl Publication {
             .await
             .with_context(|| format!("storing result of job {job_id}"))?;
         if created {
-            return Ok((json.to_owned(), true));
+            return Ok(json.to_owned());
         }
         tracing::info!(job = %job_id, "result already stored by an earlier attempt; announcing that one");
         let stored = outputs
@@ -143,7 +149,7 @@ impl Publication {
             .with_context(|| format!("the stored result of job {job_id} vanished"))?;
         let stored = String::from_utf8(stored.to_vec())
             .with_context(|| format!("the stored result of job {job_id} is not UTF-8"))?;
-        Ok((stored, false))
+        Ok(stored)
     }
 }
 
