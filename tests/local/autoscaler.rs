@@ -28,15 +28,8 @@ fn controller_status(server: &Server) -> serde_json::Value {
     get_json(&server.url("/status"))["controller"].clone()
 }
 
-/// A minute between ticks, yet one upload to the idle default `serve` is
-/// answered within seconds: the web tier wakes the controller, which
-/// starts a worker at once.
-#[test]
-fn an_arrival_wakes_the_controller_without_waiting_for_the_tick() {
-    let server = Server::start(&["serve", "--interval-ms", "60000"]);
-    wait_for("the first tick", Duration::from_secs(10), || {
-        (controller_status(&server)["ticks"]["total"].as_u64() >= Some(1)).then_some(())
-    });
+/// Uploads a sample, checks its label, and returns how long that took.
+fn timed_label(server: &Server) -> Duration {
     let (file, accept) = expected_labels().remove(0);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -55,6 +48,19 @@ fn an_arrival_wakes_the_controller_without_waiting_for_the_tick() {
     assert_eq!(response.status(), 200);
     let label = response.text().unwrap();
     assert!(accept.contains(&label), "{file}: {label}");
+    took
+}
+
+/// A minute between ticks, yet one upload to the idle default `serve` is
+/// answered within seconds: the web tier wakes the controller, which
+/// starts a worker at once.
+#[test]
+fn an_arrival_wakes_the_controller_without_waiting_for_the_tick() {
+    let server = Server::start(&["serve", "--interval-ms", "60000"]);
+    wait_for("the first tick", Duration::from_secs(10), || {
+        (controller_status(&server)["ticks"]["total"].as_u64() >= Some(1)).then_some(())
+    });
+    let took = timed_label(&server);
     println!("first label from idle in {took:?}");
     assert!(
         took < Duration::from_secs(10),
@@ -70,34 +76,14 @@ fn an_arrival_wakes_the_controller_without_waiting_for_the_tick() {
 #[test]
 fn after_a_scale_in_to_zero_an_arrival_still_wakes_the_controller() {
     let server = Server::start(&["serve", "--interval-ms", "4000", "--scale-in-delay", "0"]);
-    let (file, accept) = expected_labels().remove(0);
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let label = || {
-        let started = Instant::now();
-        let response = upload(
-            &client,
-            &server.url("/"),
-            "myfile",
-            &file,
-            sample(&file),
-            false,
-        );
-        assert_eq!(response.status(), 200);
-        let label = response.text().unwrap();
-        assert!(accept.contains(&label), "{file}: {label}");
-        started.elapsed()
-    };
-    label();
+    timed_label(&server);
     wait_for("the scale-in to zero", Duration::from_secs(10), || {
         (controller_status(&server)["activity"]["terminated"].as_u64() >= Some(1)).then_some(())
     });
     let woken = controller_status(&server)["ticks"]["woken_by_arrivals"]
         .as_u64()
         .unwrap();
-    let took = label();
+    let took = timed_label(&server);
     println!("first label after the scale-in in {took:?}");
     let ticks = &controller_status(&server)["ticks"];
     assert!(
