@@ -234,16 +234,25 @@ async fn a_result_that_cannot_be_stored_leaves_the_job_for_a_retry() {
     let running = tokio::spawn(async move { worker.run(shutdown).await });
 
     tried.notified().await;
+    let failed = std::time::Instant::now();
     trigger.trigger();
     assert_eq!(running.await.unwrap().unwrap(), 0, "nothing completed");
-    assert_eq!(
-        services.requests.depth().await.unwrap(),
-        QueueDepth {
-            visible: 0,
-            in_flight: 1
-        },
-        "the request is kept, hidden until its retry"
-    );
+    let depth = services.requests.depth().await.unwrap();
+    assert_eq!(depth.backlog(), 1, "the request is kept: {depth:?}");
+    // Hidden until its retry a second later. A worker that had already
+    // begun its next long poll when told to stop lets that receive finish,
+    // and on a loaded machine it may then take the job back after the
+    // retry delay and hand it back, visible: only a fast stop can tell.
+    if failed.elapsed() < Duration::from_millis(800) {
+        assert_eq!(
+            depth,
+            QueueDepth {
+                visible: 0,
+                in_flight: 1
+            },
+            "the request is kept, hidden until its retry"
+        );
+    }
     assert_eq!(services.results.depth().await.unwrap().visible, 0);
 }
 
