@@ -11,7 +11,7 @@ use super::args::{
 use super::aws::fleet::controller_fleet;
 use super::aws::status_http::serve_status;
 use crate::controller::DEFAULT_MAX_INSTANCES;
-use crate::fleet::{default_max_local_workers, STOP_GRACE};
+use crate::fleet::{default_max_local_workers, ControllerLease, Holder, LEASE_TTL, STOP_GRACE};
 use crate::paths::absolute;
 use crate::shutdown::{on_signals, Shutdown};
 
@@ -36,7 +36,7 @@ pub struct ControllerArgs {
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
-    on_signals(trigger);
+    on_signals(trigger.clone());
     let data_dir = absolute(&args.data.data_dir);
     match args.backend.backend {
         Backend::Local => {
@@ -62,9 +62,25 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             // EC2 instances outlive the controller: a restarted controller
             // finds them by their fleet tag (or in the Auto Scaling group),
             // so nothing is stopped on exit. It opens the request queue
-            // only: its IAM policy grants nothing else.
+            // and its lease in the output bucket only: its IAM policy
+            // grants nothing else.
             let config = args.backend.aws.load()?;
-            let (requests, fleet) = controller_fleet(&config, &data_dir).await?;
+            let (requests, fleet, clients) = controller_fleet(&config, &data_dir).await?;
+            // One controller per fleet: a dry run changes nothing, so it
+            // needs no lease and may watch beside the one in charge.
+            let lease = if args.controller.dry_run {
+                None
+            } else {
+                let lease = ControllerLease::acquire(
+                    clients.s3.clone(),
+                    &config.output_bucket,
+                    Holder::this_process(),
+                    LEASE_TTL,
+                )
+                .await?;
+                let renewal = lease.spawn_renewal(trigger.clone());
+                Some((lease, renewal))
+            };
             let controller =
                 args.controller
                     .build(&data_dir, requests, fleet, DEFAULT_MAX_INSTANCES)?;
@@ -72,6 +88,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 serve_status(addr, controller.status(), shutdown.clone()).await?;
             }
             controller.run(shutdown).await;
+            if let Some((lease, renewal)) = lease {
+                drop(renewal);
+                lease.release().await;
+            }
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 mod asg;
 mod aws_activity;
 mod backoff;
+mod controller_lease;
 mod ec2;
 mod launches;
 mod local;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use asg::AsgFleet;
 pub use aws_activity::{AwsActivity, Reporting, IDLE_GRACE};
+pub use controller_lease::{ControllerLease, Holder, LeaseError, LEASE_KEY, LEASE_TTL};
 pub use ec2::{Ec2Fleet, FLEET_TAG};
 pub use local::{default_max_local_workers, LocalFleet, WorkerCommand, STOP_GRACE};
 pub use lock::{FleetLock, LockError};

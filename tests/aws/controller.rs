@@ -182,3 +182,119 @@ fn a_failing_launch_shows_in_the_controllers_status() {
     assert!(runtime.block_on(fleet.list()).unwrap().is_empty());
     runtime.block_on(moto.teardown());
 }
+
+/// The controller's lease in the output bucket admits one holder: a
+/// second is refused while the first renews; it is handed over on release,
+/// taken over once expired or once its holder's process on this host is
+/// gone; and a holder that lost it finds out at its next renewal.
+#[test]
+fn the_controller_lease_admits_one_holder_at_a_time() {
+    use imagefleet::fleet::{ControllerLease, Holder, LeaseError};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let moto = runtime.block_on(MotoFleet::setup("lease"));
+    let (s3, bucket) = (&moto.clients.s3, moto.config.output_bucket.as_str());
+    let other = |host: &str| Holder {
+        host: host.into(),
+        pid: 1,
+    };
+    let minute = Duration::from_secs(60);
+    runtime.block_on(async {
+        let a = ControllerLease::acquire(s3.clone(), bucket, other("host-a"), minute)
+            .await
+            .unwrap();
+        match ControllerLease::acquire(s3.clone(), bucket, other("host-b"), minute).await {
+            Err(LeaseError::Held { holder, left_s, .. }) => {
+                assert_eq!(holder, other("host-a"));
+                assert!((55..=60).contains(&left_s), "{left_s}");
+            }
+            other => panic!("a second holder got {:?}", other.err()),
+        }
+        a.renew().await.unwrap();
+
+        // Released: the next takes it at once, and the first has lost it.
+        a.release().await;
+        let b =
+            ControllerLease::acquire(s3.clone(), bucket, other("host-b"), Duration::from_secs(1))
+                .await
+                .unwrap();
+        assert!(matches!(a.renew().await, Err(LeaseError::Lost { .. })));
+
+        // Expired (b stalled past its lease): taken over; b finds out.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let c = ControllerLease::acquire(s3.clone(), bucket, other("host-c"), minute)
+            .await
+            .unwrap();
+        assert!(matches!(b.renew().await, Err(LeaseError::Lost { .. })));
+        c.release().await;
+
+        // A holder on this host whose process died: no need to wait.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let crashed = Holder {
+            pid: gone.id(),
+            ..Holder::this_process()
+        };
+        let _d = ControllerLease::acquire(s3.clone(), bucket, crashed, minute)
+            .await
+            .unwrap();
+        ControllerLease::acquire(s3.clone(), bucket, Holder::this_process(), minute)
+            .await
+            .expect("the lease of a dead process on this host is taken over");
+    });
+    runtime.block_on(moto.teardown());
+}
+
+/// Through the binary: a second controller on the same fleet refuses to
+/// start and says who runs it; once the first stops, the next one starts.
+#[test]
+fn a_second_controller_on_the_same_fleet_refuses_to_start() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let moto = runtime.block_on(MotoFleet::setup("two"));
+    let env = [("IMAGEFLEET_WORKER_IMAGE_ID", moto.image.as_str())];
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = |dir: &std::path::Path| controller_args(&moto.name, dir, &[]);
+    let first_args = args(first_dir.path());
+    let mut first = Process::start(
+        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &env,
+    );
+    wait_for(
+        "the first controller's lease",
+        Duration::from_secs(20),
+        || first.logged("holding the controller lease").then_some(()),
+    );
+
+    let second_args = args(second_dir.path());
+    let mut second = Process::start(
+        &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &env,
+    );
+    let status = crate::support::exit_within(
+        &mut second.child,
+        Duration::from_secs(20),
+        "the second controller",
+    );
+    assert!(!status.success());
+    let pid = first.child.id().to_string();
+    wait_for("the refusal", Duration::from_secs(5), || {
+        let lines = second.stderr.lock().unwrap();
+        lines
+            .iter()
+            .any(|l| l.contains("another controller") && l.contains(&format!("pid {pid}")))
+            .then_some(())
+    });
+
+    assert!(first.stop().success());
+    let mut third = Process::start(
+        &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &env,
+    );
+    wait_for(
+        "the next controller's lease",
+        Duration::from_secs(20),
+        || third.logged("holding the controller lease").then_some(()),
+    );
+    assert!(third.stop().success());
+    runtime.block_on(moto.teardown());
+}

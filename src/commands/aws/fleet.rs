@@ -14,12 +14,13 @@ use crate::queue::{Queue, SqsQueue};
 /// launched but not listed by EC2 yet, across a restart.
 pub const LAUNCH_RECORD: &str = "ec2-launches.json";
 
-/// The request queue and the fleet a controller on AWS works with. It
-/// needs nothing else: no result queue, no bucket.
+/// The request queue and the fleet a controller on AWS works with, and
+/// the clients it made them with (the controller's lease needs S3). It
+/// needs nothing else: no result queue, no bucket but its lease.
 pub async fn controller_fleet(
     config: &AwsConfig,
     data_dir: &Path,
-) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn Fleet>)> {
+) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn Fleet>, AwsClients)> {
     let clients = AwsClients::new(config).await;
     tracing::info!(fleet = %config.fleet, region = ?clients.region, "using AWS");
     let requests = SqsQueue::open(clients.sqs.clone(), &config.requests_queue)
@@ -41,5 +42,5 @@ pub async fn controller_fleet(
             )
         }
     };
-    Ok((Arc::new(requests), fleet))
+    Ok((Arc::new(requests), fleet, clients))
 }
