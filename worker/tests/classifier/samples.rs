@@ -50,23 +50,8 @@ fn sample_photos_match_the_reference() {
 
 #[test]
 fn every_upload_format_decodes_and_classifies() {
-    let fixtures = repo_root().join("worker/tests/fixtures");
-    let files = [
-        "baseline.jpg",
-        "progressive.jpg",
-        "cmyk.jpg",
-        "gray.png",
-        "gray16.png",
-        "rgba.png",
-        "palette.png",
-        "lossy.webp",
-        "lossless.webp",
-        "plain.gif",
-        "plain.bmp",
-        "plain.tiff",
-    ];
-    for file in files {
-        let bytes = std::fs::read(fixtures.join(file)).unwrap();
+    for file in super::decoding::FIXTURES {
+        let bytes = super::decoding::fixture(file);
         let result = classifier()
             .classify(&bytes)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
