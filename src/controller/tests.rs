@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Action, Controller, ControllerSettings, Limits};
 use crate::fleet::{LocalFleet, WorkerCommand};
 use crate::policy::{OnOutage, PolicyLimits, PolicySource, Tuning};
-use crate::queue::{Queue, QueueDepth, QueueError, ReceivedMessage};
+use crate::queue::{HookedQueue, Queue, QueueError, QueueHooks};
 use crate::services::{LocalLayout, Services};
 
 /// Over half a second of work in few operations: each `contains` scans the
@@ -117,46 +117,22 @@ fn a_policy_past_its_deadline_is_reported_and_replaced() {
     assert_eq!(error.kind, crate::policy::PolicyErrorKind::Deadline);
 }
 
-/// The real SQLite queue, with its depth made to fail on demand: an
-/// injected observation outage.
+/// Makes the real SQLite queue's depth fail on demand: an injected
+/// observation outage.
+#[derive(Default)]
 struct Unobservable {
-    inner: Arc<dyn Queue>,
     failing: std::sync::atomic::AtomicBool,
 }
 
-#[async_trait::async_trait]
-impl Queue for Unobservable {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn send(&self, body: &str) -> Result<(), QueueError> {
-        self.inner.send(body).await
-    }
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        self.inner.receive(max, wait, visibility).await
-    }
-    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        self.inner.delete(receipt).await
-    }
-    async fn extend_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
-        self.inner.extend_visibility(receipt, d).await
-    }
-    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
-        self.inner.release(message).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+impl QueueHooks for Unobservable {
+    fn before_depth(&self, queue: &str) -> Result<(), QueueError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(QueueError::Unavailable {
-                queue: self.name().to_owned(),
+                queue: queue.to_owned(),
                 message: "injected outage".into(),
             });
         }
-        self.inner.depth().await
+        Ok(())
     }
 }
 
@@ -178,10 +154,10 @@ fn an_observation_outage_gives_way_to_the_configured_fallback() {
     ] {
         let temp = tempfile::tempdir().unwrap();
         let services = Services::local(temp.path()).unwrap();
-        let queue = Arc::new(Unobservable {
-            inner: services.requests.clone(),
-            failing: false.into(),
-        });
+        let queue = Arc::new(HookedQueue::new(
+            services.requests.clone(),
+            Unobservable::default(),
+        ));
         let fleet = LocalFleet::open(
             &LocalLayout::new(temp.path()).fleet_file(),
             WorkerCommand {
@@ -220,6 +196,7 @@ fn an_observation_outage_gives_way_to_the_configured_fallback() {
             assert_eq!(fresh.decision.reason, "stale false, backlog 35");
 
             queue
+                .hooks()
                 .failing
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -245,6 +222,7 @@ fn an_observation_outage_gives_way_to_the_configured_fallback() {
             assert!(status.last_error.unwrap().contains("observing the queue"));
 
             queue
+                .hooks()
                 .failing
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             let again = controller.tick().await.unwrap();

@@ -3,6 +3,7 @@
 //! timeout passes; after `max_receives` receives without a delete it moves to
 //! the dead-letter queue.
 
+mod hooked;
 pub mod reply;
 mod sqlite;
 mod sqs;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use hooked::{HookedQueue, QueueHooks};
 pub use reply::{ReplyQueue, ReplyQueues};
 pub use sqlite::{SqliteQueue, SqliteQueueFile};
 pub use sqs::SqsQueue;
@@ -123,6 +125,11 @@ impl<T: Any> AsAny for T {
 #[async_trait]
 pub trait Queue: AsAny + Send + Sync {
     fn name(&self) -> &str;
+    /// The queue a decorator ([`HookedQueue`]) forwards to; `None` for a
+    /// queue of its own. Lets a backend find its own kind beneath.
+    fn inner_queue(&self) -> Option<&dyn Queue> {
+        None
+    }
     async fn send(&self, body: &str) -> Result<(), QueueError>;
     /// Sends `body` only while `fence` still holds its message, renewing
     /// that lease; false, sending nothing, when it was lost. The SQLite

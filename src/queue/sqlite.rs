@@ -310,8 +310,11 @@ impl Queue for SqliteQueue {
     }
 
     async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<bool, QueueError> {
-        let same_file = fence
-            .queue
+        let mut fence_queue = fence.queue;
+        while let Some(inner) = fence_queue.inner_queue() {
+            fence_queue = inner;
+        }
+        let same_file = fence_queue
             .as_any()
             .downcast_ref::<SqliteQueue>()
             .filter(|held| held.path == self.path);

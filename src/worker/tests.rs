@@ -5,53 +5,23 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::job::{FailureKind, JobId, MAX_ATTEMPTS};
-use crate::queue::{Queue, QueueDepth, QueueError};
+use crate::queue::{HookedQueue, QueueDepth, QueueHooks};
 use crate::store::{ObjectStore, StoreError};
 
 /// A queue behind a slow network: `receive` takes the messages off the
 /// queue at once, but its answer arrives `delay` later.
 struct SlowAnswers {
-    inner: Arc<dyn Queue>,
     delay: Duration,
     taken: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
-impl Queue for SlowAnswers {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn send(&self, body: &str) -> Result<(), QueueError> {
-        self.inner.send(body).await
-    }
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let messages = self.inner.receive(max, wait, visibility).await?;
+impl QueueHooks for SlowAnswers {
+    async fn received(&self, messages: &[ReceivedMessage]) {
         if !messages.is_empty() {
             self.taken.notify_one();
             tokio::time::sleep(self.delay).await;
         }
-        Ok(messages)
-    }
-    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        self.inner.delete(receipt).await
-    }
-    async fn extend_visibility(
-        &self,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), QueueError> {
-        self.inner.extend_visibility(receipt, visibility).await
-    }
-    async fn release(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
-        self.inner.release(message).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        self.inner.depth().await
     }
 }
 
@@ -64,11 +34,13 @@ async fn stopping_during_a_receive_hands_its_messages_back() {
     let queue = Arc::clone(&services.requests);
     queue.send("a job nobody should lose").await.unwrap();
     let taken = Arc::new(tokio::sync::Notify::new());
-    services.requests = Arc::new(SlowAnswers {
-        inner: Arc::clone(&queue),
-        delay: Duration::from_millis(500),
-        taken: Arc::clone(&taken),
-    });
+    services.requests = Arc::new(HookedQueue::new(
+        Arc::clone(&queue),
+        SlowAnswers {
+            delay: Duration::from_millis(500),
+            taken: Arc::clone(&taken),
+        },
+    ));
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/model.toml");
     let classifier = Arc::new(Classifier::load(&manifest).unwrap());
     let worker = Worker::new(services, classifier, WorkerSettings::new("test"));
