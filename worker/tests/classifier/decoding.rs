@@ -117,7 +117,7 @@ fn only_damage_after_the_last_pixel_is_accepted() {
 /// A PNG header for `width` x `height` with the given bit depth and colour
 /// type, an empty compressed stream: enough for the decoder to report its
 /// layout, which is all the memory check reads.
-fn png_header(width: u32, height: u32, depth: u8, color: u8) -> Vec<u8> {
+pub fn png_header(width: u32, height: u32, depth: u8, color: u8) -> Vec<u8> {
     let mut ihdr = width.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[depth, color, 0, 0, 0]);

@@ -94,7 +94,8 @@ fn bad_uploads_get_typed_errors() {
 fn pixel_budget_is_checked_before_decoding() {
     // A valid PNG header claiming 100000x100000 pixels: refused from the
     // header alone, without allocating 30 GB.
-    let huge = huge_png_header(100_000, 100_000);
+    // 8-bit RGB: the decoder reports dimensions before the data.
+    let huge = super::decoding::png_header(100_000, 100_000, 8, 2);
     let c = Classifier::load(&manifest())
         .unwrap()
         .with_max_pixels(1_000_000);
@@ -104,26 +105,6 @@ fn pixel_budget_is_checked_before_decoding() {
         }
         other => panic!("expected TooManyPixels, got {other:?}"),
     }
-}
-
-fn huge_png_header(width: u32, height: u32) -> Vec<u8> {
-    let mut ihdr = width.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    // The decoder reads up to the first IDAT before it reports dimensions.
-    for (kind, data) in [
-        (b"IHDR", ihdr),
-        (b"IDAT", vec![0x78, 0x9c]),
-        (b"IEND", Vec::new()),
-    ] {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(&data);
-        out.extend_from_slice(&chunk);
-        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    out
 }
 
 pub fn crc32(data: &[u8]) -> u32 {
