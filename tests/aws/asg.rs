@@ -5,26 +5,16 @@
 //! a job protects its instance, so the group scales in around it; a
 //! worker that never starts gets its instance marked unhealthy.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::moto::{controller_args, create_instance_profile, MotoFleet};
-use crate::support::{wait_for, Process};
+use crate::support::{run_imagefleet, wait_for, Process};
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_ec2::types::LaunchTemplateHttpTokensState;
 use base64::Engine;
 use imagefleet::aws::{user_data, AwsClients, AwsConfig};
 use imagefleet::fleet::{AsgFleet, AwsActivity, Fleet, InstanceState, Reporting, IDLE_GRACE};
 use imagefleet::queue::{Queue, SqsQueue};
-
-fn imagefleet(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_imagefleet"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run imagefleet")
-}
 
 async fn group(clients: &AwsClients, name: &str) -> AutoScalingGroup {
     clients
@@ -90,7 +80,7 @@ fn the_controller_sizes_the_group_and_busy_instances_are_protected() {
     // Without an AMI the group cannot be made: setup fails, and writes no
     // configuration (a `> file` redirect would have emptied it).
     std::fs::write(&written, "# the previous configuration\n").unwrap();
-    let output = imagefleet(&setup_args, &[]);
+    let output = run_imagefleet(&setup_args, &[]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("IMAGEFLEET_WORKER_IMAGE_ID"));
     assert_eq!(
@@ -103,7 +93,7 @@ fn the_controller_sizes_the_group_and_busy_instances_are_protected() {
         ("IMAGEFLEET_WORKER_INSTANCE_PROFILE", role.as_str()),
     ];
     for run in 0..2 {
-        let output = imagefleet(&setup_args, &env);
+        let output = run_imagefleet(&setup_args, &env);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
         let verb = if run == 0 { "created" } else { "exists " };

@@ -2,7 +2,6 @@
 //! attempt, failures that are answers, and the dead-letter queue's redrive,
 //! through a real worker process on the AWS backend.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use imagefleet::queue::{Queue, QueueDepth, SqsQueue};
 use imagefleet::services::Services;
 
 use crate::moto::{clients, config, unique_fleet, MotoFleet};
-use crate::support::{repo_root, sample, Process};
+use crate::support::{run_imagefleet_ok, sample, Process};
 
 /// SQS counts every receive; a hand-back is sent again as a new message, so
 /// a job handed back more often than the redrive threshold stays queued.
@@ -70,21 +69,6 @@ async fn next_result(services: &Services) -> JobResult {
         }
     }
     panic!("no result announced within a minute");
-}
-
-fn imagefleet(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "imagefleet {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// A worker on SQS/S3 answers a job whose input is gone with a failed
@@ -172,13 +156,13 @@ fn failures_are_answers_and_dead_letters_can_be_redriven_on_aws() {
             .unwrap();
     });
     let target = ["--backend", "aws", "--fleet", moto.name.as_str()];
-    let listed = imagefleet(&[&["dlq", "list"][..], &target].concat());
+    let listed = run_imagefleet_ok(&[&["dlq", "list"][..], &target].concat());
     assert!(
         listed.contains(&parked.to_string()) && listed.contains("attempts_exhausted"),
         "{listed}"
     );
     let id = parked.to_string();
-    let redriven = imagefleet(&[&["dlq", "redrive", "--id", &id][..], &target].concat());
+    let redriven = run_imagefleet_ok(&[&["dlq", "redrive", "--id", &id][..], &target].concat());
     assert!(redriven.contains("queued again"), "{redriven}");
     let result = runtime.block_on(next_result(&services));
     assert_eq!(result.id, parked);

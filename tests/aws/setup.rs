@@ -3,7 +3,7 @@
 //! tags and lifecycle rules, and a teardown that leaves nothing of the
 //! fleet's behind and nothing else touched.
 
-use std::process::{Command, Stdio};
+use crate::support::run_imagefleet;
 
 use crate::moto::{clients, config, unique_fleet};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -155,20 +155,12 @@ async fn fifo_setup_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
     provision::teardown(&clients, &config).await.unwrap();
 }
 
-fn imagefleet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_imagefleet"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run imagefleet")
-}
-
 #[test]
 fn the_cli_sets_up_reports_and_tears_down() {
     crate::moto::require_endpoint();
     let fleet = unique_fleet("cli");
     for run in 0..2 {
-        let output = imagefleet(&["aws", "setup", "--fleet", &fleet]);
+        let output = run_imagefleet(&["aws", "setup", "--fleet", &fleet], &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "setup run {run}: {stderr}");
         let verb = if run == 0 { "created" } else { "exists" };
@@ -184,27 +176,27 @@ fn the_cli_sets_up_reports_and_tears_down() {
         assert_eq!(loaded.region.as_deref(), Some("us-east-1"));
     }
 
-    let output = imagefleet(&["aws", "status", "--fleet", &fleet, "--json"]);
+    let output = run_imagefleet(&["aws", "status", "--fleet", &fleet, "--json"], &[]);
     assert!(output.status.success());
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(status["queues"].as_array().unwrap().len(), 3);
     assert_eq!(status["queues"][0]["depth"]["visible"], 0);
 
     // Without --yes and without a confirmation on stdin, nothing goes.
-    let output = imagefleet(&["aws", "teardown", "--fleet", &fleet]);
+    let output = run_imagefleet(&["aws", "teardown", "--fleet", &fleet], &[]);
     assert!(!output.status.success());
-    assert!(imagefleet(&["aws", "status", "--fleet", &fleet])
+    assert!(run_imagefleet(&["aws", "status", "--fleet", &fleet], &[])
         .status
         .success());
 
-    let output = imagefleet(&["aws", "teardown", "--fleet", &fleet, "--yes"]);
+    let output = run_imagefleet(&["aws", "teardown", "--fleet", &fleet, "--yes"], &[]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 5);
-    let output = imagefleet(&["aws", "status", "--fleet", &fleet]);
+    let output = run_imagefleet(&["aws", "status", "--fleet", &fleet], &[]);
     assert!(
         !output.status.success(),
         "status of a torn-down fleet is incomplete"

@@ -14,8 +14,8 @@ use imagefleet::queue::QueueDepth;
 use imagefleet::services::Services;
 
 use crate::support::{
-    bucket_keys, expected_labels, get_json, process_gone, repo_root, sample, signal,
-    upload_concurrently, wait_for, worker_pids, Process, Server,
+    bucket_keys, expected_labels, get_json, process_gone, repo_root, run_imagefleet_ok, sample,
+    signal, upload_concurrently, wait_for, worker_pids, Process, Server,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -279,7 +279,7 @@ fn a_job_that_keeps_failing_is_answered_and_can_be_redriven() {
         1
     );
 
-    let listed = imagefleet(&["dlq", "list", "--data-dir", data_dir.to_str().unwrap()]);
+    let listed = run_imagefleet_ok(&["dlq", "list", "--data-dir", data_dir.to_str().unwrap()]);
     assert!(
         listed.contains(&id) && listed.contains("attempts_exhausted"),
         "{listed}"
@@ -288,7 +288,7 @@ fn a_job_that_keeps_failing_is_answered_and_can_be_redriven() {
     // The operator fixes the input and sends the job through again.
     std::fs::remove_dir(&input).unwrap();
     std::fs::write(&input, sample("chelsea.jpg")).unwrap();
-    let redriven = imagefleet(&[
+    let redriven = run_imagefleet_ok(&[
         "dlq",
         "redrive",
         "--data-dir",
@@ -317,22 +317,6 @@ fn a_job_that_keeps_failing_is_answered_and_can_be_redriven() {
         get_json(&server.url("/status"))["dead_letters"]["visible"],
         0
     );
-}
-
-/// Runs the binary to completion; its stdout, after checking it succeeded.
-fn imagefleet(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_imagefleet"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "imagefleet {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// A worker that stalls past its lease (here SIGSTOP) loses its jobs to

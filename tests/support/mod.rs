@@ -242,6 +242,30 @@ pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus
     }
 }
 
+/// Runs the binary to completion (from the repository, no stdin), with
+/// `env` added to its environment.
+pub fn run_imagefleet(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_imagefleet"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run imagefleet")
+}
+
+/// [`run_imagefleet`], checking that it succeeded; its stdout.
+pub fn run_imagefleet_ok(args: &[&str]) -> String {
+    let output = run_imagefleet(args, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "imagefleet {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// A running `imagefleet` process without an HTTP port (a controller, say),
 /// its stdout collected; killed if still running when dropped.
 pub struct Process {
