@@ -70,14 +70,11 @@ impl Leases {
 
     /// Renews one lease; false when the queue says it is no longer ours.
     async fn renew(&self, receipt: &str) -> Result<bool, QueueError> {
-        match self.queue.extend_visibility(receipt, self.visibility).await {
-            Ok(()) => Ok(true),
-            Err(QueueError::StaleReceipt { .. }) => {
-                self.mark(receipt, LeaseState::Lost);
-                Ok(false)
-            }
-            Err(e) => Err(e),
+        let held = self.fence(receipt).renew().await?;
+        if !held {
+            self.mark(receipt, LeaseState::Lost);
         }
+        Ok(held)
     }
 
     /// Renews every held lease once.
