@@ -1,6 +1,7 @@
 //! `cargo bench -p imagefleet-worker --bench kernels`: the 1x1 convolution
 //! kernel alone on each of EfficientNet-Lite0's shapes, in GFMA/s and as a
-//! share of this core's FMA peak. The peak is timed right before every
+//! share of this core's FMA peak; then the depthwise kernel on each of its
+//! shapes, on every path this CPU runs (which path pays where). The peak is timed right before every
 //! shape, by a loop of independent register-only FMAs, so the share holds
 //! still while the (shared, noisy) machine's speed drifts; it is the figure
 //! to compare between builds.
@@ -14,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use imagefleet_worker::bench::Summary;
+use imagefleet_worker::ops::depthwise::kernel::{depthwise_on, Geometry, Path};
 use imagefleet_worker::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
 
 /// (input channels, output channels, plane side, what it is) of every
@@ -38,6 +40,23 @@ const SHAPES: &[(usize, usize, usize, &str)] = &[
     (1152, 192, 7, "projection + residual"),
     (1152, 320, 7, "projection"),
     (320, 1280, 7, "head"),
+];
+
+/// (channels, kernel, stride, input side, padding before, after) of every
+/// distinct depthwise layer; the fused ones run on a chunk of channels.
+const DEPTHWISE_SHAPES: &[(usize, usize, usize, usize, usize, usize, &str)] = &[
+    (32, 3, 1, 112, 1, 1, ""),
+    (10, 3, 2, 112, 0, 1, "fused chunk"),
+    (40, 3, 1, 56, 1, 1, "fused chunk"),
+    (40, 5, 2, 56, 1, 2, "fused chunk"),
+    (240, 5, 1, 28, 2, 2, ""),
+    (240, 3, 2, 28, 0, 1, ""),
+    (480, 3, 1, 14, 1, 1, ""),
+    (480, 5, 1, 14, 2, 2, ""),
+    (672, 5, 1, 14, 2, 2, ""),
+    (672, 5, 2, 14, 1, 2, ""),
+    (1152, 5, 1, 7, 2, 2, ""),
+    (1152, 3, 1, 7, 1, 1, ""),
 ];
 
 /// Timed repetitions per shape; the median is reported.
@@ -76,6 +95,79 @@ fn main() {
     if let Some(share) = median(shares) {
         println!("median share of peak: {:.0}%", share * 100.0);
     }
+    if filter.is_none() {
+        depthwise_table();
+    }
+}
+
+/// Microseconds per call of every depthwise shape on every available path.
+fn depthwise_table() {
+    let paths: Vec<Path> = Path::ALL
+        .into_iter()
+        .filter(|path| path.is_available())
+        .collect();
+    println!();
+    print!(
+        "{:>5} {:>2} {:>2} {:>4}  {:<12}",
+        "ch", "k", "s", "side", "layer"
+    );
+    for path in &paths {
+        print!(" {:>20}", format!("{path:?} us"));
+    }
+    println!();
+    for &(channels, kernel, stride, side, before, after, what) in DEPTHWISE_SHAPES {
+        let out = (side + before + after - kernel) / stride + 1;
+        let geo = Geometry {
+            channels,
+            kernel,
+            stride,
+            in_h: side,
+            in_w: side,
+            pad_top: before,
+            pad_left: before,
+            out_h: out,
+            out_w: out,
+        };
+        let input: Vec<f32> = (0..geo.input_len()).map(pseudo_random).collect();
+        let weights: Vec<f32> = (0..channels * kernel * kernel)
+            .map(|i| pseudo_random(i + 3))
+            .collect();
+        let bias: Vec<f32> = (0..channels).map(pseudo_random).collect();
+        let mut output = vec![0f32; geo.output_len()];
+        print!("{channels:>5} {kernel:>2} {stride:>2} {side:>4}  {what:<12}");
+        for &path in &paths {
+            let seconds = time_calls(|| {
+                depthwise_on(
+                    path,
+                    &geo,
+                    &input,
+                    &weights,
+                    &bias,
+                    Some((0.0, 6.0)),
+                    &mut output,
+                )
+            });
+            print!(" {:>20.1}", seconds * 1e6);
+        }
+        println!();
+    }
+}
+
+/// Median seconds per call of `call`, repeated for [`SPAN`] per repetition.
+fn time_calls(mut call: impl FnMut()) -> f64 {
+    call();
+    let seconds: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let started = Instant::now();
+            let mut calls = 0u32;
+            while started.elapsed() < SPAN {
+                call();
+                calls += 1;
+            }
+            started.elapsed().as_secs_f64() / f64::from(calls)
+        })
+        .collect();
+    median(seconds).expect("repeats")
 }
 
 /// Median seconds per call, and the median share of the FMA peak timed

@@ -1,0 +1,295 @@
+//! The AVX-512F path with channels in lanes: sixteen channels at a time are
+//! transposed into a zero-padded buffer holding, for every padded pixel, one
+//! register of its sixteen channels; each output pixel is then `k * k`
+//! aligned loads and FMAs against per-tap weight registers, and the results
+//! are transposed back into the NCHW planes.
+//!
+//! The flat path ([`super::avx512`]) broadcasts one channel's weights and
+//! runs over its plane as flat vectors; on small planes most of its time
+//! goes to per-channel work (padding copy, weight broadcasts, compressed
+//! stores of junk-column vectors) and to tap loads that straddle cache
+//! lines. Here every load is one aligned cache line and no lane is junk,
+//! at the price of two 16x16 transposes per sixteen channels and pixels.
+
+use std::arch::x86_64::*;
+
+use super::{Geometry, Params};
+
+const LANES: usize = 16;
+/// Output pixels of one row computed together: on stride 1 neighbours share
+/// all but one column of input loads, and seven accumulators cover the FMA
+/// latency on two ports. Every row of EfficientNet-Lite0 this path runs is
+/// 7, 14 or 28 pixels wide; other widths end in pairs and singles, whose
+/// one or two chains wait on the FMA latency.
+const ROW_BLOCK: usize = 7;
+
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Panics if the CPU lacks AVX-512F.
+pub(super) fn depthwise(geo: &Geometry, p: &Params, output: &mut [f32]) {
+    assert!(available(), "AVX-512F path on a CPU without it");
+    // SAFETY: the CPU supports AVX-512F (asserted above), the only feature
+    // these functions are compiled for.
+    unsafe {
+        match (geo.kernel, geo.stride) {
+            (3, 1) => blocks::<3, 1, 9>(geo, p, output),
+            (3, 2) => blocks::<3, 2, 9>(geo, p, output),
+            (5, 1) => blocks::<5, 1, 25>(geo, p, output),
+            (5, 2) => blocks::<5, 2, 25>(geo, p, output),
+            _ => unreachable!("checked by is_supported"),
+        }
+    }
+}
+
+/// Where each input pixel goes in the padded buffer of `width` columns, or
+/// `None` for pixels no output reads (VALID crops past the last window).
+fn padded_positions(geo: &Geometry, height: usize, width: usize) -> Vec<Option<usize>> {
+    (0..geo.in_h * geo.in_w)
+        .map(|i| {
+            let (y, x) = (i / geo.in_w + geo.pad_top, i % geo.in_w + geo.pad_left);
+            (y < height && x < width).then_some(y * width + x)
+        })
+        .collect()
+}
+
+#[target_feature(enable = "avx512f")]
+fn blocks<const K: usize, const S: usize, const TAPS: usize>(
+    geo: &Geometry,
+    p: &Params,
+    output: &mut [f32],
+) {
+    // The padded input every output window reads: rows and columns up to
+    // the last window's far edge.
+    let height = (geo.out_h - 1) * S + K;
+    let width = (geo.out_w - 1) * S + K;
+    let targets = padded_positions(geo, height, width);
+    let plane_in = geo.in_h * geo.in_w;
+    let plane_out = geo.out_h * geo.out_w;
+    // Padding stays zero: each block overwrites the same interior pixels.
+    let mut padded = vec![_mm512_setzero_ps(); height * width];
+    let mut outputs = vec![_mm512_setzero_ps(); plane_out];
+    let clamp = Clamp {
+        lo: _mm512_set1_ps(p.lo),
+        hi: _mm512_set1_ps(p.hi),
+    };
+    for first in (0..geo.channels).step_by(LANES) {
+        let channels = (geo.channels - first).min(LANES);
+        let planes = &p.input[first * plane_in..(first + channels) * plane_in];
+        transpose_in(planes, channels, &targets, &mut padded);
+        let weights: [__m512; TAPS] = tap_registers(
+            &p.weights[first * TAPS..(first + channels) * TAPS],
+            channels,
+        );
+        let bias = &p.bias[first..first + channels];
+        // SAFETY: the mask selects only the `channels` floats of `bias`.
+        let bias = unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) };
+        for y in 0..geo.out_h {
+            let row = &mut outputs[y * geo.out_w..(y + 1) * geo.out_w];
+            // The rows of padded input the window of output row `y` covers.
+            let window = &padded[y * S * width..(y * S + K - 1) * width + width];
+            let mut blocks = row.chunks_exact_mut(ROW_BLOCK);
+            let mut x = 0;
+            for block in &mut blocks {
+                outputs_of_row::<K, S, TAPS, ROW_BLOCK>(
+                    window, width, x, &weights, bias, clamp, block,
+                );
+                x += ROW_BLOCK;
+            }
+            let mut pairs = blocks.into_remainder().chunks_exact_mut(2);
+            for pair in &mut pairs {
+                outputs_of_row::<K, S, TAPS, 2>(window, width, x, &weights, bias, clamp, pair);
+                x += 2;
+            }
+            for single in pairs.into_remainder().chunks_exact_mut(1) {
+                outputs_of_row::<K, S, TAPS, 1>(window, width, x, &weights, bias, clamp, single);
+                x += 1;
+            }
+        }
+        transpose_out(
+            &outputs,
+            channels,
+            &mut output[first * plane_out..(first + channels) * plane_out],
+        );
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Clamp {
+    lo: __m512,
+    hi: __m512,
+}
+
+/// The filters of `channels` channels (`[channels, TAPS]`) as one register
+/// per tap, lane `c` holding channel `c`'s weight and zero past `channels`.
+/// The block's filters are one contiguous run, so this is a transpose of
+/// 16-tap slices rather than 16 x TAPS scattered reads.
+#[target_feature(enable = "avx512f")]
+fn tap_registers<const TAPS: usize>(filters: &[f32], channels: usize) -> [__m512; TAPS] {
+    assert_eq!(filters.len(), channels * TAPS);
+    let mut taps = [_mm512_setzero_ps(); TAPS];
+    for first_tap in (0..TAPS).step_by(LANES) {
+        let count = (TAPS - first_tap).min(LANES);
+        let mut rows = [_mm512_setzero_ps(); LANES];
+        for (c, row) in rows.iter_mut().enumerate().take(channels) {
+            let src = &filters[c * TAPS + first_tap..][..count];
+            // SAFETY: the mask selects only the `count` floats of `src`.
+            *row = unsafe { _mm512_maskz_loadu_ps(first_lanes(count), src.as_ptr()) };
+        }
+        transpose(&mut rows);
+        taps[first_tap..first_tap + count].copy_from_slice(&rows[..count]);
+    }
+    taps
+}
+
+/// Output pixels `x..x + N` of one row: `window` is the `K` padded input
+/// rows (of `width` pixels) the row's filters cover.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn outputs_of_row<const K: usize, const S: usize, const TAPS: usize, const N: usize>(
+    window: &[__m512],
+    width: usize,
+    x: usize,
+    weights: &[__m512; TAPS],
+    bias: __m512,
+    clamp: Clamp,
+    out: &mut [__m512],
+) {
+    let mut acc = [bias; N];
+    for ky in 0..K {
+        // Bounds: the last load is column (x + N - 1) * S + K - 1, inside the
+        // padded width because x + N <= out_w.
+        let row = &window[ky * width + x * S..][..(N - 1) * S + K];
+        for kx in 0..K {
+            let w = weights[ky * K + kx];
+            for (n, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(w, row[n * S + kx], *a);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        // max(a, lo) returns `lo` for a NaN `a`, like f32::max.
+        *o = _mm512_min_ps(_mm512_max_ps(a, clamp.lo), clamp.hi);
+    }
+}
+
+/// Copies `channels` NCHW planes into `padded`: pixel `i` of every plane
+/// goes to the lanes of register `targets[i]`.
+#[target_feature(enable = "avx512f")]
+fn transpose_in(planes: &[f32], channels: usize, targets: &[Option<usize>], padded: &mut [__m512]) {
+    let plane = targets.len();
+    for start in (0..plane).step_by(LANES) {
+        let pixels = (plane - start).min(LANES);
+        let mut rows = [_mm512_setzero_ps(); LANES];
+        for (c, row) in rows.iter_mut().enumerate().take(channels) {
+            let src = &planes[c * plane + start..][..pixels];
+            // SAFETY: the mask selects only the `pixels` floats of `src`.
+            *row = unsafe { _mm512_maskz_loadu_ps(first_lanes(pixels), src.as_ptr()) };
+        }
+        transpose(&mut rows);
+        for (row, target) in rows.iter().zip(&targets[start..start + pixels]) {
+            if let Some(target) = *target {
+                padded[target] = *row;
+            }
+        }
+    }
+}
+
+/// Copies the first `channels` lanes of every register of `outputs` (one
+/// per output pixel) into that many NCHW planes of `output`.
+#[target_feature(enable = "avx512f")]
+fn transpose_out(outputs: &[__m512], channels: usize, output: &mut [f32]) {
+    let plane = outputs.len();
+    for start in (0..plane).step_by(LANES) {
+        let pixels = (plane - start).min(LANES);
+        let mut rows = [_mm512_setzero_ps(); LANES];
+        rows[..pixels].copy_from_slice(&outputs[start..start + pixels]);
+        transpose(&mut rows);
+        for (c, row) in rows.iter().enumerate().take(channels) {
+            let dst = &mut output[c * plane + start..][..pixels];
+            // SAFETY: the mask selects only the `pixels` floats of `dst`.
+            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), first_lanes(pixels), *row) };
+        }
+    }
+}
+
+/// A mask of the first `n` (at most 16) lanes.
+#[inline]
+fn first_lanes(n: usize) -> __mmask16 {
+    (((1u32 << n) - 1) & 0xFFFF) as __mmask16
+}
+
+/// Transposes a 16x16 matrix held as 16 rows: lanes of 32, 64, 128 and
+/// 256 bits are interleaved in turn.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose(r: &mut [__m512; LANES]) {
+    let mut t = [_mm512_setzero_ps(); LANES];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        r[4 * i] = lo(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = hi(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = lo(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = hi(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for half in 0..2 {
+        let b = 8 * half;
+        for j in 0..4 {
+            t[b + j] = _mm512_shuffle_f32x4::<0x88>(r[b + j], r[b + 4 + j]);
+            t[b + 4 + j] = _mm512_shuffle_f32x4::<0xdd>(r[b + j], r[b + 4 + j]);
+        }
+    }
+    for j in 0..8 {
+        r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
+        r[8 + j] = _mm512_shuffle_f32x4::<0xdd>(t[j], t[8 + j]);
+    }
+}
+
+/// The low 64-bit halves of each 128-bit lane of `a` and `b`, interleaved.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lo(a: __m512, b: __m512) -> __m512 {
+    _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+}
+
+/// The high 64-bit halves of each 128-bit lane of `a` and `b`, interleaved.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn hi(a: __m512, b: __m512) -> __m512 {
+    _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        if !available() {
+            eprintln!("skipping: no AVX-512F");
+            return;
+        }
+        let matrix: Vec<f32> = (0..LANES * LANES).map(|i| i as f32).collect();
+        // SAFETY: AVX-512F is available (checked above); every load reads
+        // 16 floats of `matrix`.
+        let got = unsafe {
+            let mut rows: [__m512; LANES] =
+                std::array::from_fn(|r| _mm512_loadu_ps(matrix[r * LANES..].as_ptr()));
+            transpose(&mut rows);
+            let mut out = vec![0f32; LANES * LANES];
+            for (r, row) in rows.iter().enumerate() {
+                _mm512_storeu_ps(out[r * LANES..].as_mut_ptr(), *row);
+            }
+            out
+        };
+        for r in 0..LANES {
+            for c in 0..LANES {
+                assert_eq!(got[r * LANES + c], matrix[c * LANES + r], "({r}, {c})");
+            }
+        }
+    }
+}
