@@ -9,7 +9,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Lim
 use crate::error::ClassifyError;
 use crate::integrity::{check_complete, JpegLayout};
 use crate::jpeg_scaled::{decode_scaled, scale_denominator};
-use crate::webp_scaled;
+use crate::{tiff_strips, webp_scaled};
 
 /// The formats the service accepts; anything else is refused before decoding.
 pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
@@ -169,6 +169,12 @@ pub fn decode_rgb_within(
             return Ok(rgb);
         }
     }
+    // LZW TIFF strips: our LZW decoder, straight into RGB.
+    if format == ImageFormat::Tiff {
+        if let Some(rgb) = tiff_strips::decode(bytes, width, height) {
+            return Ok(orient(rgb, orientation));
+        }
+    }
     let mut decoder_limits = Limits::default();
     decoder_limits.max_alloc = Some(limits.max_bytes);
     decoder.set_limits(decoder_limits).map_err(undecodable)?;
@@ -176,8 +182,12 @@ pub fn decode_rgb_within(
     // To 8-bit RGB first, then turn: a rotation copies the image, and a
     // copy of the 8-bit RGB one is the smaller (3 bytes a pixel, where a
     // 16-bit RGBA copy took 8).
-    let rgb = into_rgb8(image);
-    Ok(match orientation {
+    Ok(orient(into_rgb8(image), orientation))
+}
+
+/// `rgb` turned as its EXIF orientation asks.
+fn orient(rgb: RgbImage, orientation: Option<Orientation>) -> RgbImage {
+    match orientation {
         Some(orientation) => {
             let mut turned = DynamicImage::ImageRgb8(rgb);
             turned.apply_orientation(orientation);
@@ -187,7 +197,7 @@ pub fn decode_rgb_within(
             }
         }
         None => rgb,
-    })
+    }
 }
 
 /// Whether [`decode_scaled`] handles this JPEG (8-bit gray or YCbCr); it

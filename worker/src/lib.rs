@@ -7,11 +7,13 @@ pub mod decode;
 pub mod error;
 pub mod integrity;
 pub mod jpeg_scaled;
+pub mod lzw;
 pub mod manifest;
 pub mod ops;
 pub mod preprocess;
 #[cfg(test)]
 mod test_support;
+pub mod tiff_strips;
 pub mod webp_scaled;
 
 pub use classifier::{Classification, Classifier, Kernels, Prediction, StageTimings, TOP_K};
