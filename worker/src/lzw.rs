@@ -4,11 +4,10 @@
 //! a new entry is the previous code's string plus the first byte of the
 //! current one, which follow each other in the output. So an entry is an
 //! (offset, length) into the output and decoding a code is one copy from
-//! earlier output, with no string table and no reversed writes. On our
-//! mixed-format bench set this decodes TIFF strips about 3x faster than
-//! weezl 0.2 and 3.5x faster than weezl 0.1, which the tiff and gif crates
-//! use and where LZW images spent most of their decode time
-//! (docs/performance.md, 2026-11-30).
+//! earlier output, with no string table and no reversed writes. On the
+//! strips of our mixed-format bench set this decodes about 320 MB/s where
+//! weezl 0.1 (which the tiff and gif crates use) does 220 and weezl 0.2
+//! does 270 (docs/performance.md, 2026-11-30).
 
 /// The two LZW dialects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
