@@ -9,7 +9,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Lim
 use crate::error::ClassifyError;
 use crate::integrity::{check_complete, JpegLayout};
 use crate::jpeg_scaled::{decode_scaled, scale_denominator};
-use crate::{tiff_strips, webp_scaled};
+use crate::{gif_frames, tiff_strips, webp_scaled};
 
 /// The formats the service accepts; anything else is refused before decoding.
 pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
@@ -169,11 +169,14 @@ pub fn decode_rgb_within(
             return Ok(rgb);
         }
     }
-    // LZW TIFF strips: our LZW decoder, straight into RGB.
-    if format == ImageFormat::Tiff {
-        if let Some(rgb) = tiff_strips::decode(bytes, width, height) {
-            return Ok(orient(rgb, orientation));
-        }
+    // LZW TIFF strips and GIF frames: our LZW decoder, straight into RGB.
+    let lzw = match format {
+        ImageFormat::Tiff => tiff_strips::decode(bytes, width, height),
+        ImageFormat::Gif => gif_frames::decode(bytes, width, height),
+        _ => None,
+    };
+    if let Some(rgb) = lzw {
+        return Ok(orient(rgb, orientation));
     }
     let mut decoder_limits = Limits::default();
     decoder_limits.max_alloc = Some(limits.max_bytes);

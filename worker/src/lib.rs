@@ -5,6 +5,7 @@ pub mod bench;
 pub mod classifier;
 pub mod decode;
 pub mod error;
+pub mod gif_frames;
 pub mod integrity;
 pub mod jpeg_scaled;
 pub mod lzw;

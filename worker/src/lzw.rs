@@ -105,7 +105,12 @@ impl LzwDecoder {
                 1
             } else if code > end && code < next {
                 let (start, length) = entries[usize::from(code)];
-                copy_earlier(buffer, start as usize, here, (length as usize).min(limit - here))
+                copy_earlier(
+                    buffer,
+                    start as usize,
+                    here,
+                    (length as usize).min(limit - here),
+                )
             } else if code == clear {
                 width = u32::from(symbol_bits) + 1;
                 next = first_free;
@@ -248,7 +253,10 @@ mod tests {
             state ^= state >> 17;
             state ^= state << 5;
             match state % 4 {
-                0 => out.extend(std::iter::repeat_n((state >> 8) as u8, (state % 9) as usize)),
+                0 => out.extend(std::iter::repeat_n(
+                    (state >> 8) as u8,
+                    (state % 9) as usize,
+                )),
                 1 if out.len() > 40 => {
                     let from = out.len() - 40;
                     out.extend_from_within(from..from + (state % 30) as usize);
@@ -272,7 +280,9 @@ mod tests {
             }
         };
         let mut decoder = LzwDecoder::new();
-        let out = decoder.decode(dialect, &encoded, data.len()).expect("decodes");
+        let out = decoder
+            .decode(dialect, &encoded, data.len())
+            .expect("decodes");
         assert!(out == data, "{dialect:?}: decoded bytes differ");
         // Asked for less than the stream holds, it stops there.
         let half = data.len() / 2;

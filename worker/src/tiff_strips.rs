@@ -202,14 +202,19 @@ mod tests {
         predictor: Predictor,
         compression: Compression,
     ) -> Vec<u8> {
-        let data = pixels(width as usize * height as usize * C::BITS_PER_SAMPLE.len(), width);
+        let data = pixels(
+            width as usize * height as usize * C::BITS_PER_SAMPLE.len(),
+            width,
+        );
         let mut file = Cursor::new(Vec::new());
         let mut encoder = TiffEncoder::new(&mut file)
             .expect("encoder")
             .with_compression(compression)
             .with_predictor(predictor);
         let mut image = encoder.new_image::<C>(width, height).expect("image");
-        image.rows_per_strip(rows_per_strip).expect("rows per strip");
+        image
+            .rows_per_strip(rows_per_strip)
+            .expect("rows per strip");
         image.write_data(&data).expect("writes");
         file.into_inner()
     }
