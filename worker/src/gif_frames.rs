@@ -36,6 +36,11 @@ pub fn decode(bytes: &[u8], width: u32, height: u32) -> Option<RgbImage> {
     let colours = colour_table(palette);
     let frame_width = usize::from(frame.width);
     let frame_height = usize::from(frame.height);
+    // The decode budget was checked against the screen; a frame larger than
+    // it (up to 65535 x 65535) is the general decoder's to refuse.
+    if frame_width * frame_height > width as usize * height as usize {
+        return None;
+    }
     let indices = LzwDecoder::new()
         .decode(
             Dialect::Gif { min_code_size },
@@ -180,11 +185,14 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_cut_short_goes_back_to_the_general_decoder() {
+    fn frames_cut_short_or_larger_than_the_screen_go_back_to_the_general_decoder() {
         let bytes = gif((64, 64), (0, 0, 64, 64), 256, false, None);
         assert!(decode(&bytes, 64, 64).is_some());
         // The last third of the file (LZW data and trailer) gone.
         let cut = &bytes[..bytes.len() * 2 / 3];
         assert!(decode(cut, 64, 64).is_none());
+        // More pixels in the frame than on the screen the budget was for.
+        let larger = gif((8, 8), (0, 0, 9, 8), 256, false, None);
+        assert!(decode(&larger, 8, 8).is_none());
     }
 }
