@@ -6,7 +6,7 @@ use image::{ImageFormat, RgbImage};
 use imagefleet_worker::decode::{
     decode_rgb_within, DecodeLimits, DEFAULT_MAX_DECODE_BYTES, WORKER_MEMORY_BOUND,
 };
-use imagefleet_worker::ClassifyError;
+use imagefleet_worker::{gif_frames, tiff_strips, ClassifyError};
 
 use super::{classifier, repo_root};
 
@@ -24,6 +24,7 @@ pub const FIXTURES: &[&str] = &[
     "plain.gif",
     "plain.bmp",
     "plain.tiff",
+    "lzw.tiff",
 ];
 
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -81,6 +82,27 @@ fn the_first_tenth_of_a_jpeg_gets_undecodable_not_a_label() {
             .expect_err("a tenth of a JPEG must not be classified");
         assert_eq!(error.kind(), "undecodable", "{error}");
         assert!(error.to_string().contains("truncated"), "{error}");
+    }
+}
+
+/// Our LZW paths on files from another encoder (Pillow, libtiff) give the
+/// general decoder's pixels, and do take them.
+#[test]
+fn lzw_files_from_pillow_decode_like_the_general_decoder() {
+    for (name, format) in [
+        ("lzw.tiff", ImageFormat::Tiff),
+        ("plain.gif", ImageFormat::Gif),
+    ] {
+        let bytes = fixture(name);
+        let ours = match format {
+            ImageFormat::Tiff => tiff_strips::decode(&bytes, 200, 150),
+            _ => gif_frames::decode(&bytes, 200, 150),
+        }
+        .unwrap_or_else(|| panic!("{name} not taken by the LZW path"));
+        let general = image::load_from_memory_with_format(&bytes, format)
+            .unwrap()
+            .into_rgb8();
+        assert!(ours == general, "{name}: pixels differ");
     }
 }
 
