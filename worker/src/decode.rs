@@ -203,10 +203,10 @@ fn orient(rgb: RgbImage, orientation: Option<Orientation>) -> RgbImage {
     }
 }
 
-/// Whether [`decode_scaled`] handles this JPEG (8-bit gray or YCbCr); it
-/// leaves CMYK to the general decoder.
+/// Whether [`decode_scaled`] handles this JPEG (8-bit gray, YCbCr, CMYK or
+/// YCCK).
 fn scaled_path_applies(layout: JpegLayout) -> bool {
-    matches!(layout.components, 1 | 3)
+    matches!(layout.components, 1 | 3 | 4)
 }
 
 /// An estimate of a decode's peak memory, and the layout it assumed.

@@ -27,7 +27,7 @@ pub fn scale_denominator(width: u32, height: u32, min_shorter: u32) -> u32 {
 /// Decodes `bytes` (a JPEG of `width` x `height`) so that its shorter side
 /// stays at least `min_shorter`, with EXIF orientation applied. `None` when
 /// no reduction is possible or the file is something this path leaves to the
-/// general decoder (CMYK, 16-bit, or anything jpeg-decoder rejects), so the
+/// general decoder (16-bit, or anything jpeg-decoder rejects), so the
 /// caller falls back and reports errors the usual way.
 pub fn decode_scaled(
     bytes: &[u8],
@@ -45,7 +45,10 @@ pub fn decode_scaled(
     decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
     decoder.read_info().ok()?;
     let info = decoder.info()?;
-    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
+    if !matches!(
+        info.pixel_format,
+        PixelFormat::RGB24 | PixelFormat::L8 | PixelFormat::CMYK32
+    ) {
         return None;
     }
     // jpeg-decoder picks the smallest scale reaching the request on *either*
@@ -64,6 +67,9 @@ pub fn decode_scaled(
     }
     let image = match info.pixel_format {
         PixelFormat::RGB24 => DynamicImage::ImageRgb8(RgbImage::from_raw(out_w, out_h, pixels)?),
+        PixelFormat::CMYK32 => {
+            DynamicImage::ImageRgb8(RgbImage::from_raw(out_w, out_h, cmyk_to_rgb(&pixels))?)
+        }
         _ => DynamicImage::ImageLuma8(GrayImage::from_raw(out_w, out_h, pixels)?),
     };
     let mut image = image;
@@ -74,4 +80,26 @@ pub fn decode_scaled(
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     })
+}
+
+/// jpeg-decoder's CMYK (ink amounts: it undoes Adobe's inverted samples,
+/// and turns YCCK into CMY plus K) to RGB the way the general decoder
+/// (zune-jpeg) does, so a big CMYK photo gets the colours a small one
+/// does: each of R, G and B is the inverted ink times the inverted K,
+/// over 255, with zune-jpeg's rounding.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let times = |a: u8, b: u8| {
+        let t = i32::from(a) * i32::from(b) + 128;
+        ((t + (t >> 8)) >> 8) as u8
+    };
+    let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for pixel in cmyk.chunks_exact(4) {
+        let white = 255 - pixel[3];
+        rgb.extend_from_slice(&[
+            times(255 - pixel[0], white),
+            times(255 - pixel[1], white),
+            times(255 - pixel[2], white),
+        ]);
+    }
+    rgb
 }

@@ -225,6 +225,22 @@ fn big_baseline_jpegs_are_budgeted_at_their_reduced_scale() {
     assert!(image.width().min(image.height()) >= 256);
 }
 
+/// CMYK JPEGs take the reduced-scale path too, with the general decoder's
+/// colours (zune-jpeg's CMYK to RGB): Pillow's 200x150 fixture asked for a
+/// shorter side of 64 comes out at half scale, like the full decode
+/// shrunk: 2.7 levels apart on average, where the YCbCr fixture measures
+/// 3.0 the same way and misread inks (K taken uninverted) 99.
+#[test]
+fn cmyk_jpegs_shrink_while_decoding_in_the_general_decoders_colours() {
+    let cmyk = fixture("cmyk.jpg");
+    let full = decode(&cmyk, None).unwrap();
+    assert_eq!(full.dimensions(), (200, 150));
+    let shrunk = decode(&cmyk, Some(64)).unwrap();
+    assert_eq!(shrunk.dimensions(), (100, 75), "decoded at half scale");
+    let reference = image::imageops::resize(&full, 100, 75, image::imageops::FilterType::Triangle);
+    assert!(mean_difference(&shrunk, &reference) < 4.0);
+}
+
 /// `png` with an eXIf chunk (EXIF orientation `orientation`) after IHDR.
 fn with_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
     // Big-endian TIFF header, one IFD entry: tag 0x0112 (orientation),
