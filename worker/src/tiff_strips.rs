@@ -77,6 +77,11 @@ pub fn decode(bytes: &[u8], width: u32, height: u32) -> Option<RgbImage> {
 /// One row of `samples`-sample pixels (differences from the pixel to the
 /// left when `predicted`) into 8-bit RGB.
 fn write_row(row: &[u8], samples: usize, predicted: bool, out: &mut [u8]) {
+    if samples == 3 && !predicted {
+        // The common case is already RGB.
+        out.copy_from_slice(row);
+        return;
+    }
     let mut previous = [0u8; 4];
     for (pixel, rgb) in row.chunks_exact(samples).zip(out.chunks_exact_mut(3)) {
         let mut value = [0u8; 4];
