@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Fence, Queue, QueueDepth, QueueError, ReceivedMessage};
+use super::{Fence, FencedSend, Queue, QueueDepth, QueueError, ReceivedMessage};
 
 /// What a decorator adds; both hooks do nothing unless overridden.
 #[async_trait]
@@ -52,7 +52,7 @@ impl<H: QueueHooks> Queue for HookedQueue<H> {
         self.inner.send(body).await
     }
 
-    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<bool, QueueError> {
+    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<FencedSend, QueueError> {
         self.inner.send_fenced(body, fence).await
     }
 

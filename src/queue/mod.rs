@@ -77,6 +77,25 @@ pub struct Fence<'a> {
     pub receipt: &'a str,
     /// How long the lease is renewed for.
     pub visibility: Duration,
+    /// Whether a send that goes out also ends the message (deletes it) in
+    /// the same step, so that no one can receive it again between the two:
+    /// a worker that stalled right after announcing would otherwise lose
+    /// the job to another, which finds the result stored and announces it
+    /// a second time. Only the SQLite queue can do both at once (one
+    /// transaction); elsewhere the message stays for its holder to delete
+    /// ([`FencedSend::Sent`]).
+    pub consume: bool,
+}
+
+/// What a fenced send did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FencedSend {
+    /// Nothing sent: the fence's lease was lost.
+    LeaseLost,
+    /// Sent; the fenced message is still there for its holder to delete.
+    Sent,
+    /// Sent, and the fenced message deleted in the same transaction.
+    SentAndConsumed,
 }
 
 impl Fence<'_> {
@@ -102,12 +121,12 @@ async fn renew_then_send<Q: Queue + ?Sized>(
     queue: &Q,
     body: &str,
     fence: &Fence<'_>,
-) -> Result<bool, QueueError> {
+) -> Result<FencedSend, QueueError> {
     if !fence.renew().await? {
-        return Ok(false);
+        return Ok(FencedSend::LeaseLost);
     }
     queue.send(body).await?;
-    Ok(true)
+    Ok(FencedSend::Sent)
 }
 
 /// Lets a backend recognise another queue of its own kind (the SQLite
@@ -132,10 +151,11 @@ pub trait Queue: AsAny + Send + Sync {
     }
     async fn send(&self, body: &str) -> Result<(), QueueError>;
     /// Sends `body` only while `fence` still holds its message, renewing
-    /// that lease; false, sending nothing, when it was lost. The SQLite
-    /// queue does both in one transaction when the fence's queue shares its
-    /// file; elsewhere it is [`renew_then_send`].
-    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<bool, QueueError> {
+    /// that lease (or, with [`Fence::consume`], deleting the message where
+    /// the queue can do it in the same step); sends nothing when it was
+    /// lost. The SQLite queue does both in one transaction when the fence's
+    /// queue shares its file; elsewhere it is [`renew_then_send`].
+    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<FencedSend, QueueError> {
         renew_then_send(self, body, fence).await
     }
     /// Up to `max` (1..=10) messages; waits up to `wait` for the first one.

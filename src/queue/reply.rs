@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{Fence, Queue, QueueError, SqsQueue};
+use super::{Fence, FencedSend, Queue, QueueError, SqsQueue};
 use crate::aws::config::FLEET_TAG;
 use crate::job::unix_millis;
 
@@ -63,16 +63,16 @@ impl ReplyQueues {
 
     /// Sends a result to the queue `reply_to` names, or to `shared` when it
     /// names none, while `fence` (the worker's lease on the job) holds:
-    /// false, sending nothing, when the lease was lost. Errors only when the
-    /// result could not be sent to a queue that exists (the caller retries
-    /// the job).
+    /// [`FencedSend::LeaseLost`], sending nothing, when the lease was lost.
+    /// Errors only when the result could not be sent to a queue that exists
+    /// (the caller retries the job).
     pub async fn announce(
         &self,
         reply_to: Option<&str>,
         shared: &dyn Queue,
         body: &str,
         fence: &Fence<'_>,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<FencedSend, QueueError> {
         let (client, prefix, open, name) = match (&*self.0, reply_to) {
             (
                 Inner::Sqs {
@@ -86,7 +86,7 @@ impl ReplyQueues {
         };
         // SQS has no transactions: the lease is renewed, then the reply sent.
         if !fence.renew().await? {
-            return Ok(false);
+            return Ok(FencedSend::LeaseLost);
         }
         if !name.starts_with(prefix.as_str()) || name.len() == prefix.len() {
             // Not a queue of this fleet's web tier: whoever wrote the job,
@@ -95,7 +95,7 @@ impl ReplyQueues {
                 reply_to = name,
                 "job names a reply queue outside the fleet; not replying"
             );
-            return Ok(true);
+            return Ok(FencedSend::Sent);
         }
         let cached = open
             .lock()
@@ -114,7 +114,7 @@ impl ReplyQueues {
                 }
                 None => {
                     tracing::debug!(reply_to = name, "reply queue is gone; the result is stored");
-                    return Ok(true);
+                    return Ok(FencedSend::Sent);
                 }
             },
         };
@@ -122,7 +122,7 @@ impl ReplyQueues {
             tracing::debug!(reply_to = name, "reply queue is gone; the result is stored");
             open.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         }
-        Ok(true)
+        Ok(FencedSend::Sent)
     }
 }
 

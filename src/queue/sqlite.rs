@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{check_batch, renew_then_send, Fence, Queue, QueueDepth, QueueError, ReceivedMessage};
+use super::{
+    check_batch, renew_then_send, Fence, FencedSend, Queue, QueueDepth, QueueError, ReceivedMessage,
+};
 
 /// The database file holding all of a data dir's queues.
 #[derive(Debug, Clone)]
@@ -226,23 +228,41 @@ fn insert_counted(
 /// [`insert_counted`] only while `receipt` still holds its message on
 /// `fence_queue`, whose lease it extends to `visible_at`: one transaction,
 /// so no consumer can lose the message between the check and the send.
+/// What [`insert_if_held`] does to the fenced message while it holds.
+enum Hold {
+    /// Renews its lease until this time (ms).
+    RenewUntil(i64),
+    /// Deletes it: the send ends it.
+    Consume,
+}
+
 fn insert_if_held(
     connection: &mut Connection,
     name: &str,
     body: &str,
     now: i64,
-    (fence_queue, receipt, visible_at): (&str, &str, i64),
-) -> rusqlite::Result<bool> {
+    (fence_queue, receipt, hold): (&str, &str, Hold),
+) -> rusqlite::Result<FencedSend> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let held = transaction.execute(
-        "UPDATE messages SET visible_at_ms = ?1 WHERE queue = ?2 AND receipt = ?3",
-        params![visible_at, fence_queue, receipt],
-    )? == 1;
-    if held {
-        insert_message(&transaction, name, body, now)?;
+    let held = match hold {
+        Hold::RenewUntil(visible_at) => transaction.execute(
+            "UPDATE messages SET visible_at_ms = ?1 WHERE queue = ?2 AND receipt = ?3",
+            params![visible_at, fence_queue, receipt],
+        )?,
+        Hold::Consume => transaction.execute(
+            "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
+            params![fence_queue, receipt],
+        )?,
+    } == 1;
+    if !held {
+        return Ok(FencedSend::LeaseLost);
     }
+    insert_message(&transaction, name, body, now)?;
     transaction.commit()?;
-    Ok(held)
+    Ok(match hold {
+        Hold::RenewUntil(_) => FencedSend::Sent,
+        Hold::Consume => FencedSend::SentAndConsumed,
+    })
 }
 
 fn insert_message(
@@ -309,7 +329,7 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<bool, QueueError> {
+    async fn send_fenced(&self, body: &str, fence: &Fence<'_>) -> Result<FencedSend, QueueError> {
         let mut fence_queue = fence.queue;
         while let Some(inner) = fence_queue.inner_queue() {
             fence_queue = inner;
@@ -326,17 +346,16 @@ impl Queue for SqliteQueue {
         let receipt = fence.receipt.to_owned();
         let durable = self.durable_sends;
         let visibility = fence.visibility;
+        let consume = fence.consume;
         self.with_connection(move |connection, name| {
             flushed_if(durable, connection, name, |connection| {
                 let now = now_ms();
-                let visible_at = now + visibility.as_millis() as i64;
-                insert_if_held(
-                    connection,
-                    name,
-                    &body,
-                    now,
-                    (&fence_queue, &receipt, visible_at),
-                )
+                let hold = if consume {
+                    Hold::Consume
+                } else {
+                    Hold::RenewUntil(now + visibility.as_millis() as i64)
+                };
+                insert_if_held(connection, name, &body, now, (&fence_queue, &receipt, hold))
             })
         })
         .await
@@ -568,15 +587,22 @@ mod tests {
             queue: &requests,
             receipt,
             visibility: HOUR,
+            consume: false,
         };
-        assert!(!results
-            .send_fenced("late", &fence(&first[0].receipt))
-            .await
-            .unwrap());
-        assert!(results
-            .send_fenced("on time", &fence(&second[0].receipt))
-            .await
-            .unwrap());
+        assert_eq!(
+            results
+                .send_fenced("late", &fence(&first[0].receipt))
+                .await
+                .unwrap(),
+            FencedSend::LeaseLost
+        );
+        assert_eq!(
+            results
+                .send_fenced("on time", &fence(&second[0].receipt))
+                .await
+                .unwrap(),
+            FencedSend::Sent
+        );
         let sent = results.receive(10, NO_WAIT, HOUR).await.unwrap();
         assert_eq!(
             sent.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
@@ -591,9 +617,45 @@ mod tests {
             queue: &lapsed,
             receipt: &held[0].receipt,
             visibility: HOUR,
+            consume: false,
         };
-        assert!(results.send_fenced("renewed", &fence).await.unwrap());
+        assert_eq!(
+            results.send_fenced("renewed", &fence).await.unwrap(),
+            FencedSend::Sent
+        );
         assert!(lapsed.receive(1, NO_WAIT, HOUR).await.unwrap().is_empty());
+    }
+
+    /// A consuming fenced send ends the request in the same transaction: a
+    /// worker frozen right after it leaves nothing for another to redo (and
+    /// announce a second time), however long its lease has run out.
+    #[tokio::test]
+    async fn a_consuming_fenced_send_deletes_the_request_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SqliteQueueFile::new(dir.path().join("queue.sqlite"));
+        let requests = file.open("requests", None).unwrap();
+        let results = file.open("results", None).unwrap().with_fast_sends();
+        requests.send("job").await.unwrap();
+        // Received with no lease time at all: visible again at once unless
+        // the send deletes it.
+        let held = requests.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
+        let fence = Fence {
+            queue: &requests,
+            receipt: &held[0].receipt,
+            visibility: HOUR,
+            consume: true,
+        };
+        assert_eq!(
+            results.send_fenced("answer", &fence).await.unwrap(),
+            FencedSend::SentAndConsumed
+        );
+        assert!(requests.receive(1, NO_WAIT, HOUR).await.unwrap().is_empty());
+        assert_eq!(results.receive(10, NO_WAIT, HOUR).await.unwrap().len(), 1);
+        // Once consumed, the receipt holds nothing: a second send is refused.
+        assert_eq!(
+            results.send_fenced("again", &fence).await.unwrap(),
+            FencedSend::LeaseLost
+        );
     }
 
     #[tokio::test]

@@ -70,7 +70,7 @@ impl Leases {
 
     /// Renews one lease; false when the queue says it is no longer ours.
     async fn renew(&self, receipt: &str) -> Result<bool, QueueError> {
-        let held = self.fence(receipt).renew().await?;
+        let held = self.fence(receipt, false).renew().await?;
         if !held {
             self.mark(receipt, LeaseState::Lost);
         }
@@ -111,12 +111,13 @@ impl Leases {
     }
 
     /// The lease on `receipt`, for a send that must go out only while it
-    /// holds (the result's announcement).
-    pub fn fence<'a>(&'a self, receipt: &'a str) -> Fence<'a> {
+    /// holds (the result's announcement); `consume`: see [`Fence::consume`].
+    pub fn fence<'a>(&'a self, receipt: &'a str, consume: bool) -> Fence<'a> {
         Fence {
             queue: self.queue.as_ref(),
             receipt,
             visibility: self.visibility,
+            consume,
         }
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::lease::Leases;
 use crate::job::JobId;
-use crate::queue::{Queue, ReceivedMessage};
+use crate::queue::{FencedSend, Queue, ReceivedMessage};
 use crate::services::Services;
 
 /// A job's way out of the worker.
@@ -84,29 +84,40 @@ impl Publication {
         if !self.still_ours().await? {
             return Ok(Published::LeaseLost);
         }
+        let mut request_deleted = false;
         if let Some((job_id, json)) = &self.result {
             let announcement = self.store_once(*job_id, json).await?;
             // Announced only while the lease holds, checked in the same
             // transaction as the send where the queue allows (SQLite): a
             // worker that stalls after storing, and whose job another
             // worker then redid and announced, announces nothing.
-            let announced = self
+            // Where the queue allows (SQLite), the announcement also deletes
+            // the request in that transaction: a worker that stalls after
+            // announcing cannot lose the job to another, which would find
+            // the result stored and announce it again. A failed job's
+            // request stays until it is dead-lettered below.
+            let fence = self.leases.fence(&self.message.receipt, !self.dead_letter);
+            let sent = self
                 .services
                 .replies
                 .announce(
                     self.reply_to.as_deref(),
                     self.services.results.as_ref(),
                     &announcement,
-                    &self.leases.fence(&self.message.receipt),
+                    &fence,
                 )
                 .await
                 .with_context(|| format!("announcing result of job {job_id}"))?;
-            if !announced {
-                tracing::warn!(
-                    job = %job_id,
-                    "lease lost before announcing; another worker has the job, nothing announced"
-                );
-                return Ok(Published::LeaseLost);
+            match sent {
+                FencedSend::LeaseLost => {
+                    tracing::warn!(
+                        job = %job_id,
+                        "lease lost before announcing; another worker has the job, nothing announced"
+                    );
+                    return Ok(Published::LeaseLost);
+                }
+                FencedSend::Sent => {}
+                FencedSend::SentAndConsumed => request_deleted = true,
             }
         }
         if self.dead_letter {
@@ -116,9 +127,11 @@ impl Publication {
                 .await
                 .context("moving the request to the dead-letter queue")?;
         }
-        if let Err(e) = self.services.requests.delete(&self.message.receipt).await {
-            // The result is stored; a redelivery finds it and only announces.
-            tracing::warn!(error = %e, "could not delete a finished request");
+        if !request_deleted {
+            if let Err(e) = self.services.requests.delete(&self.message.receipt).await {
+                // The result is stored; a redelivery finds it and only announces.
+                tracing::warn!(error = %e, "could not delete a finished request");
+            }
         }
         if let Some(key) = &self.input_key {
             if let Err(e) = self.services.inputs.delete(key).await {
