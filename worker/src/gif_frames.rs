@@ -105,6 +105,7 @@ mod tests {
     use image::{DynamicImage, ImageFormat, ImageReader};
 
     use super::*;
+    use crate::test_support::xorshift;
 
     /// A `width` x `height` GIF of one frame (at `left`, `top`, of the given
     /// size) with indices from a gradient and noise, some past `colours`.
@@ -116,12 +117,9 @@ mod tests {
         transparent: Option<u8>,
     ) -> Vec<u8> {
         let palette: Vec<u8> = (0..colours * 3).map(|i| (i * 37 % 256) as u8).collect();
-        let mut state = 0x9E37_79B9u32;
         let indices: Vec<u8> = (0..usize::from(frame_width) * usize::from(frame_height))
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
+            .zip(xorshift(7))
+            .map(|(i, state)| {
                 if i % 5 < 3 {
                     (i / 3 % 256) as u8
                 } else {

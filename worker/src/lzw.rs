@@ -243,15 +243,14 @@ impl<'a> BitReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::xorshift;
 
     /// Bytes that compress: runs, repeats and noise.
     fn sample(len: usize, seed: u32) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
         let mut out = Vec::with_capacity(len);
+        let mut random = xorshift(seed);
         while out.len() < len {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
+            let state = random.next().expect("endless");
             match state % 4 {
                 0 => out.extend(std::iter::repeat_n(
                     (state >> 8) as u8,

@@ -4,16 +4,23 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
-/// Deterministic values in [-1, 1) without a random-number crate.
-pub fn values(n: usize, seed: u32) -> Vec<f32> {
+/// A deterministic stream of pseudo-random 32-bit values (xorshift),
+/// without a random-number crate.
+pub fn xorshift(seed: u32) -> impl Iterator<Item = u32> {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
+    std::iter::repeat_with(move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    })
+}
+
+/// Deterministic values in [-1, 1).
+pub fn values(n: usize, seed: u32) -> Vec<f32> {
+    xorshift(seed)
+        .take(n)
+        .map(|x| (x as f32 / u32::MAX as f32) * 2.0 - 1.0)
         .collect()
 }
 

@@ -182,15 +182,13 @@ mod tests {
     use tiff::encoder::{colortype, Compression, Predictor, TiffEncoder};
 
     use super::*;
+    use crate::test_support::xorshift;
 
     /// Pixels with gradients (which the predictor shrinks) and noise.
     fn pixels(len: usize, seed: u32) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
         (0..len)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
+            .zip(xorshift(seed))
+            .map(|(i, state)| {
                 if i % 7 < 4 {
                     (i / 5) as u8
                 } else {
