@@ -41,14 +41,14 @@ pub fn decode(bytes: &[u8], width: u32, height: u32) -> Option<RgbImage> {
     if frame_width * frame_height > width as usize * height as usize {
         return None;
     }
-    let indices = LzwDecoder::new()
+    let mut lzw = LzwDecoder::new();
+    let indices = lzw
         .decode(
             Dialect::Gif { min_code_size },
             data,
             frame_width * frame_height,
         )
-        .ok()?
-        .to_vec();
+        .ok()?;
     if indices.len() != frame_width * frame_height {
         return None;
     }
