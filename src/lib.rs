@@ -11,6 +11,7 @@ pub mod paths;
 pub mod policy;
 pub mod queue;
 pub mod retention;
+pub mod rng;
 pub mod services;
 pub mod shutdown;
 pub mod simulate;

@@ -9,27 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::{Observation, Policy, PolicyError, PolicyLimits, MAX_SANE_DESIRED};
-
-/// SplitMix64: a seeded generator, so a run is repeatable from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use crate::rng::Rng;
 
 struct Budget {
     seed: u64,
@@ -56,7 +36,7 @@ impl Budget {
 }
 
 fn count(rng: &mut Rng) -> u64 {
-    let random = rng.next();
+    let random = rng.next_u64();
     *rng.pick(&[
         0,
         1,
@@ -72,12 +52,12 @@ fn count(rng: &mut Rng) -> u64 {
 }
 
 fn small(rng: &mut Rng) -> u32 {
-    let random = rng.next() as u32;
+    let random = rng.next_u64() as u32;
     *rng.pick(&[0, 1, 2, 20, 100_000, u32::MAX, random])
 }
 
 fn seconds(rng: &mut Rng) -> f64 {
-    let random = rng.next() as f64;
+    let random = rng.next_u64() as f64;
     *rng.pick(&[
         0.0,
         -1.0,
@@ -231,7 +211,7 @@ fn fuzz_shipped_policies_on_arbitrary_observations() {
         .map(|(name, text)| (*name, Policy::compile(text).unwrap()))
         .collect();
     let budget = Budget::from_env(300);
-    let mut rng = Rng(budget.seed);
+    let mut rng = Rng::new(budget.seed);
     let (mut cases, mut errors) = (0u64, 0u64);
     while budget.more(cases) {
         let observation = observation(&mut rng);
@@ -249,7 +229,7 @@ fn fuzz_shipped_policies_on_arbitrary_observations() {
 #[test]
 fn fuzz_generated_scripts() {
     let budget = Budget::from_env(300);
-    let mut rng = Rng(budget.seed ^ 0x5eed);
+    let mut rng = Rng::new(budget.seed ^ 0x5eed);
     let limits = PolicyLimits::default();
     let (mut cases, mut decided) = (0u64, 0u64);
     while budget.more(cases) {

@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use crate::rng::Rng;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -131,41 +133,13 @@ impl Faults {
     }
 }
 
-/// SplitMix64: small, seeded, good enough for fault draws.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+/// `count` off by up to `noise` of itself either way.
+pub fn noisy(rng: &mut Rng, count: u64, noise: f64) -> u64 {
+    if noise <= 0.0 {
+        return count;
     }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.unit() < p
-    }
-
-    /// `count` off by up to `noise` of itself either way.
-    pub fn noisy(&mut self, count: u64, noise: f64) -> u64 {
-        if noise <= 0.0 {
-            return count;
-        }
-        let factor = 1.0 + noise * (2.0 * self.unit() - 1.0);
-        (count as f64 * factor).round().max(0.0) as u64
-    }
+    let factor = 1.0 + noise * (2.0 * rng.unit() - 1.0);
+    (count as f64 * factor).round().max(0.0) as u64
 }
 
 #[cfg(test)]
@@ -190,7 +164,9 @@ mod tests {
     fn draws_repeat_from_the_seed() {
         let draw = |seed| {
             let mut rng = Rng::new(seed);
-            (0..5).map(|_| rng.noisy(100, 0.2)).collect::<Vec<_>>()
+            (0..5)
+                .map(|_| noisy(&mut rng, 100, 0.2))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert!(draw(3).iter().all(|n| (80..=120).contains(n)));

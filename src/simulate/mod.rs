@@ -26,7 +26,8 @@ use crate::controller::wake::{worth_waking, Cause, MIN_WAKE_GAP};
 use crate::fleet::{Instance, InstanceState};
 use crate::policy::{empty_state, Policy, PolicyError, PolicyInput, Tuning, DEFAULT_HISTORY};
 use crate::queue::QueueDepth;
-use faults::Rng;
+use crate::rng::Rng;
+use faults::noisy;
 
 /// Simulation step. Small against service times of tens of milliseconds.
 const STEP_S: f64 = 0.005;
@@ -275,8 +276,8 @@ pub fn simulate_with(
                 }
             } else {
                 let depth = QueueDepth {
-                    visible: rng.noisy(queue.len() as u64, faults.count_noise),
-                    in_flight: rng.noisy(in_flight, faults.count_noise),
+                    visible: noisy(&mut rng, queue.len() as u64, faults.count_noise),
+                    in_flight: noisy(&mut rng, in_flight, faults.count_noise),
                 };
                 fresh = Some((depth, listed.clone(), t));
                 (depth, listed, 0.0)

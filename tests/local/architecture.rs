@@ -10,6 +10,8 @@ use crate::support::repo_root;
 /// Top-level modules of the `imagefleet` crate, lowest layer first. A module
 /// may use modules of lower layers only (and itself).
 const LAYERS: &[&[&str]] = &[
+    // A seeded generator (the policy fuzzer and the simulator draw from it).
+    &["rng"],
     // Contracts and pure logic: the job messages, default paths, the stop
     // signal, the scaling policy.
     &["job", "paths", "shutdown", "policy"],
