@@ -71,16 +71,29 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<bool> {
 
 /// Runs the tests in `tests` on the policy in `file`; false when one fails.
 pub fn test(file: &Path, tests: &Path, limits: PolicyLimits) -> anyhow::Result<bool> {
+    match compile_or_report(file, limits)? {
+        Some(policy) => run_tests(file, &policy, tests),
+        None => Ok(false),
+    }
+}
+
+/// The policy in `file`, or `None` after printing why it does not compile.
+fn compile_or_report(file: &Path, limits: PolicyLimits) -> anyhow::Result<Option<Policy>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let policy = match Policy::compile_with(&text, limits) {
-        Ok(policy) => policy,
+    match Policy::compile_with(&text, limits) {
+        Ok(policy) => Ok(Some(policy)),
         Err(e) => {
             eprintln!("{}: {e}", file.display());
-            return Ok(false);
+            Ok(None)
         }
-    };
-    let report = policy_tests::run(&policy, tests)?;
+    }
+}
+
+/// Runs the tests in `tests` on `policy` (read from `file`); prints the
+/// report, false when a test fails.
+fn run_tests(file: &Path, policy: &Policy, tests: &Path) -> anyhow::Result<bool> {
+    let report = policy_tests::run(policy, tests)?;
     for note in &report.notes {
         println!("invariant {note}");
     }
@@ -95,14 +108,8 @@ pub fn test(file: &Path, tests: &Path, limits: PolicyLimits) -> anyhow::Result<b
 
 /// Returns false (exit status 1) when the policy has errors.
 pub fn check(file: &Path, limits: PolicyLimits) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let policy = match Policy::compile_with(&text, limits) {
-        Ok(policy) => policy,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return Ok(false);
-        }
+    let Some(policy) = compile_or_report(file, limits)? else {
+        return Ok(false);
     };
     let mut ok = true;
     for (name, observation) in sample_states() {
@@ -115,7 +122,7 @@ pub fn check(file: &Path, limits: PolicyLimits) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let tests = tests_path(file);
-    if tests.exists() && !test(file, &tests, limits)? {
+    if tests.exists() && !run_tests(file, &policy, &tests)? {
         return Ok(false);
     }
     println!("ok");
