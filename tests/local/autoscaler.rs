@@ -5,24 +5,13 @@
 //! is tested on the controller itself, with a queue made to fail
 //! (`controller::tests::an_observation_outage_gives_way_to_the_configured_fallback`).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    expected_labels, get_json, repo_root, sample, upload, upload_concurrently, wait_for,
-    worker_pids, Process, Server,
+    dry_run_server, expected_labels, get_json, queue_requests, repo_root, sample, upload,
+    upload_concurrently, wait_for, worker_pids, Process, Server,
 };
-use imagefleet::services::Services;
-
-fn queue_jobs(data_dir: &Path, count: usize) {
-    let services = Services::local(data_dir).unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        for i in 0..count {
-            services.requests.send(&format!("job {i}")).await.unwrap();
-        }
-    });
-}
 
 fn controller_status(server: &Server) -> serde_json::Value {
     get_json(&server.url("/status"))["controller"].clone()
@@ -103,7 +92,7 @@ fn after_a_scale_in_to_zero_an_arrival_still_wakes_the_controller() {
 fn a_separate_controller_is_woken_by_the_queues_change_signal() {
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
-    queue_jobs(&data_dir, 0);
+    queue_requests(&data_dir, 0);
     let controller = Process::start(
         &[
             "controller",
@@ -119,7 +108,7 @@ fn a_separate_controller_is_woken_by_the_queues_change_signal() {
         (!controller.stdout.lock().unwrap().is_empty()).then_some(())
     });
     let queued = Instant::now();
-    queue_jobs(&data_dir, 1);
+    queue_requests(&data_dir, 1);
     wait_for("a plan for the job", Duration::from_secs(10), || {
         let lines = controller.stdout.lock().unwrap();
         lines
@@ -215,18 +204,8 @@ fn a_policy_failing_its_tests_is_not_applied() {
     };
     std::fs::write(&tests, case(4)).unwrap();
     let data_dir = temp.path().join("data");
-    queue_jobs(&data_dir, 35);
-    let args = [
-        "serve",
-        "--dry-run",
-        "--max-instances",
-        "20",
-        "--interval-ms",
-        "200",
-        "--policy",
-        policy.to_str().unwrap(),
-    ];
-    let server = Server::start_in(&args, &data_dir);
+    queue_requests(&data_dir, 35);
+    let server = dry_run_server(&data_dir, &policy);
     let desired = |server: &Server| controller_status(server)["last_plan"]["desired"].as_u64();
     wait_for("the first plan", Duration::from_secs(10), || {
         (desired(&server) == Some(4)).then_some(())
@@ -288,7 +267,7 @@ fn a_shadow_policys_plan_is_shown_and_never_applied() {
     let shadow = temp.path().join("candidate.rhai");
     std::fs::copy(repo_root().join("policies/scale.rhai"), &shadow).unwrap();
     let data_dir = temp.path().join("data");
-    queue_jobs(&data_dir, 35);
+    queue_requests(&data_dir, 35);
     // Not a dry run: a plan applied by mistake would start workers.
     let server = Server::start_in(
         &[

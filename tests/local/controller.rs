@@ -1,25 +1,15 @@
 //! The controller through the real binary: hot-reloaded policy, dry run,
 //! and a restart that adopts the workers of the previous run.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    collect_lines, get_json, process_gone, repo_root, wait_for, worker_pids, Server,
+    collect_lines, dry_run_server, get_json, process_gone, queue_requests, repo_root, wait_for,
+    worker_pids,
 };
 use imagefleet::fleet::{InstanceRegistry, InstanceState};
-use imagefleet::services::{LocalLayout, Services};
-
-fn queue_junk(data_dir: &Path, count: usize) {
-    // Dry-run tests have no workers, so the bodies are never read.
-    let services = Services::local(data_dir).unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        for i in 0..count {
-            services.requests.send(&format!("job {i}")).await.unwrap();
-        }
-    });
-}
+use imagefleet::services::LocalLayout;
 
 fn desired(status: &serde_json::Value) -> Option<u64> {
     status["controller"]["last_plan"]["desired"].as_u64()
@@ -31,19 +21,8 @@ fn policy_edits_apply_live_and_broken_edits_do_not() {
     let policy = temp.path().join("scale.rhai");
     std::fs::copy(repo_root().join("policies/scale.rhai"), &policy).unwrap();
     let data_dir = temp.path().join("data");
-    queue_junk(&data_dir, 35);
-    let args = [
-        "serve",
-        "--dry-run",
-        // The local default is one worker per core; this test wants room.
-        "--max-instances",
-        "20",
-        "--interval-ms",
-        "200",
-        "--policy",
-        policy.to_str().unwrap(),
-    ];
-    let server = Server::start_in(&args, &data_dir);
+    queue_requests(&data_dir, 35);
+    let server = dry_run_server(&data_dir, &policy);
     let status_url = server.url("/status");
 
     // Dry run: the default policy wants 4 and says so, once per tick.

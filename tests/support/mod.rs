@@ -423,3 +423,30 @@ pub fn worker_pids(data_dir: &Path, state: Option<imagefleet::fleet::InstanceSta
         .map(|r| r.pid)
         .collect()
 }
+
+/// Puts `count` requests on the local request queue of `data_dir`. The
+/// bodies are not jobs: for controllers and dry runs, which only count them.
+pub fn queue_requests(data_dir: &Path, count: usize) {
+    let services = imagefleet::services::Services::local(data_dir).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for i in 0..count {
+            services.requests.send(&format!("job {i}")).await.unwrap();
+        }
+    });
+}
+
+/// A dry-run `serve` on `data_dir` under `policy`, ticking every 200 ms,
+/// with room for 20 instances (the local default is one per core).
+pub fn dry_run_server(data_dir: &Path, policy: &Path) -> Server {
+    let args = [
+        "serve",
+        "--dry-run",
+        "--max-instances",
+        "20",
+        "--interval-ms",
+        "200",
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    Server::start_in(&args, data_dir)
+}
