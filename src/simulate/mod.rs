@@ -446,9 +446,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn without_wake_ups_the_burst_waits_for_the_tick() {
-        let options = SimOptions {
+    /// The controller before issue 15: no wake-ups, and the policy's
+    /// answers followed at once in both directions.
+    fn literal() -> SimOptions {
+        SimOptions {
             wake: false,
             tuning: Tuning {
                 scale_in_delay_s: 0.0,
@@ -456,8 +457,12 @@ mod tests {
                 ..Tuning::default()
             },
             ..SimOptions::new(Limits::default())
-        };
-        let summary = simulate_with(&burst(), &Policy::builtin(), &options).unwrap();
+        }
+    }
+
+    #[test]
+    fn without_wake_ups_the_burst_waits_for_the_tick() {
+        let summary = simulate_with(&burst(), &Policy::builtin(), &literal()).unwrap();
         // The old behaviour: the tick at 2 s sees 100 jobs and launches 10,
         // and the fleet goes the tick after the queue empties.
         assert_eq!(summary.peak_instances, 10);
@@ -473,16 +478,7 @@ mod tests {
     #[test]
     fn the_default_policy_does_not_flap_on_the_ramp() {
         let ramp = Trace::parse(include_str!("../../policies/traces/ramp.toml")).unwrap();
-        let literal = SimOptions {
-            wake: false,
-            tuning: Tuning {
-                scale_in_delay_s: 0.0,
-                scale_in_step: 100,
-                ..Tuning::default()
-            },
-            ..SimOptions::new(Limits::default())
-        };
-        let before = simulate_with(&ramp, &Policy::builtin(), &literal).unwrap();
+        let before = simulate_with(&ramp, &Policy::builtin(), &literal()).unwrap();
         assert_eq!((before.launches, before.peak_instances), (658, 20));
         let after = simulate(&ramp, &Policy::builtin(), Limits::default()).unwrap();
         println!(
