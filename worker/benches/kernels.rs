@@ -1,7 +1,8 @@
 //! `cargo bench -p imagefleet-worker --bench kernels`: the 1x1 convolution
 //! kernel alone on each of EfficientNet-Lite0's shapes, in GFMA/s and as a
 //! share of this core's FMA peak; then the depthwise kernel on each of its
-//! shapes, on every path this CPU runs (which path pays where). The peak is timed right before every
+//! shapes, on every path this CPU runs (which path pays where); then the
+//! fused expansions on every route this CPU runs. The peak is timed right before every
 //! shape, by a loop of independent register-only FMAs, so the share holds
 //! still while the (shared, noisy) machine's speed drifts; it is the figure
 //! to compare between builds.
@@ -15,8 +16,14 @@
 use std::time::{Duration, Instant};
 
 use imagefleet_worker::bench::Summary;
+use std::sync::Arc;
+
 use imagefleet_worker::ops::depthwise::kernel::{depthwise_on, Geometry, Path};
+use imagefleet_worker::ops::depthwise::op::FastDepthwise;
+use imagefleet_worker::ops::expand::op::{FastExpandDepthwise, Route};
 use imagefleet_worker::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
+use imagefleet_worker::ops::pointwise::op::FastPointwise;
+use tract_onnx::prelude::{tvec, Tensor};
 
 /// (input channels, output channels, plane side, what it is) of every
 /// distinct pointwise layer, plus the chunks the fused expansions run.
@@ -59,6 +66,14 @@ const DEPTHWISE_SHAPES: &[(usize, usize, usize, usize, usize, usize, &str)] = &[
     (1152, 3, 1, 7, 1, 1, ""),
 ];
 
+/// (input channels, expanded channels, input side, kernel, stride,
+/// padding before, after) of the three fused expansions.
+const EXPAND_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+    (16, 96, 112, 3, 2, 0, 1),
+    (24, 144, 56, 3, 1, 1, 1),
+    (24, 144, 56, 5, 2, 1, 2),
+];
+
 /// Timed repetitions per shape; the median is reported.
 const REPEATS: usize = 9;
 /// Minimum length of one timed repetition.
@@ -97,6 +112,69 @@ fn main() {
     }
     if filter.is_none() {
         depthwise_table();
+        expand_table();
+    }
+}
+
+/// Microseconds per call of every fused expansion on every available route.
+fn expand_table() {
+    let routes: Vec<Route> = [Route::Chunks, Route::Streamed]
+        .into_iter()
+        .filter(|route| route.is_available())
+        .collect();
+    println!();
+    print!(
+        "{:>5} {:>5} {:>4} {:>2} {:>2}",
+        "cin", "cout", "side", "k", "s"
+    );
+    for route in &routes {
+        print!(" {:>14}", format!("{route:?} us"));
+    }
+    println!();
+    let relu6 = Some((0f32.to_bits(), 6f32.to_bits()));
+    for &(cin, cout, side, kernel, stride, before, after) in EXPAND_SHAPES {
+        let pixels = side * side;
+        let out = (side + before + after - kernel) / stride + 1;
+        let weights: Vec<f32> = (0..cin * cout).map(|i| pseudo_random(i) * 0.1).collect();
+        let bias: Vec<f32> = (0..cout).map(pseudo_random).collect();
+        let expand = FastPointwise {
+            weights: Arc::new(PackedWeights::new(&weights, &bias, cout, cin, pixels)),
+            clamp: relu6,
+            residual: false,
+            pixels,
+            output_shape: tvec![cout, side, side],
+        };
+        let filters: Vec<f32> = (0..cout * kernel * kernel)
+            .map(|i| pseudo_random(i + 3))
+            .collect();
+        let depthwise = FastDepthwise {
+            geometry: Geometry {
+                channels: cout,
+                kernel,
+                stride,
+                in_h: side,
+                in_w: side,
+                pad_top: before,
+                pad_left: before,
+                out_h: out,
+                out_w: out,
+            },
+            weights: Arc::new(
+                Tensor::from_shape(&[cout, kernel, kernel], &filters).expect("shape"),
+            ),
+            bias: Arc::new(Tensor::from_shape(&[cout], &bias).expect("shape")),
+            clamp: relu6,
+            output_shape: tvec![cout, out, out],
+        };
+        let op = FastExpandDepthwise::new(&expand, &depthwise).expect("shapes fit");
+        let input: Vec<f32> = (0..cin * pixels).map(|i| pseudo_random(i + 7)).collect();
+        let mut output = vec![0f32; cout * out * out];
+        print!("{cin:>5} {cout:>5} {side:>4} {kernel:>2} {stride:>2}");
+        for &route in &routes {
+            let seconds = time_calls(|| op.run(route, &input, &mut output).expect("shapes fit"));
+            print!(" {:>14.1}", seconds * 1e6);
+        }
+        println!();
     }
 }
 

@@ -14,6 +14,8 @@ mod avx512;
 mod channel_lanes;
 mod layout;
 mod portable;
+#[cfg(target_arch = "x86_64")]
+pub mod row_stream;
 
 /// The shape of one depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,7 +7,14 @@
 //! channels at a time into a buffer that stays in L2, and the depthwise
 //! convolution consumes each chunk at once. Both halves run the same
 //! kernels as before, so the results are identical.
+//!
+//! On AVX-512 the expansion instead writes one row at a time with its
+//! channels in the lanes (`lanes.rs`) and the depthwise convolution reads
+//! those rows as they come (`ops::depthwise::kernel::row_stream`): no
+//! transpose in, no plane-sized buffer, and the same sums in the same order.
 
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 pub mod op;
 pub mod patch;
 

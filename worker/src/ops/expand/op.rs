@@ -8,7 +8,9 @@ use tract_onnx::tract_core::internal::*;
 
 use crate::ops::depthwise::kernel::{depthwise, Geometry};
 use crate::ops::depthwise::op::FastDepthwise;
-use crate::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise, BLOCK_CHANNELS};
+use crate::ops::pointwise::kernel::{
+    pointwise, ChannelPanels, PackedWeights, Pointwise, BLOCK_CHANNELS,
+};
 use crate::ops::pointwise::op::FastPointwise;
 use crate::ops::rewrite::clamp_from_bits;
 use crate::ops::scratch::with_scratch;
@@ -25,6 +27,9 @@ pub struct FastExpandDepthwise {
     pub chunks: Vec<Arc<PackedWeights>>,
     /// The expansion's clamp (ReLU6), as bit patterns.
     pub expand_clamp: Option<(u32, u32)>,
+    /// All of the expansion's weights with output channels in the lanes,
+    /// for the streamed path (AVX-512).
+    pub lanes: Arc<ChannelPanels>,
     /// H * W of the expansion's input and output.
     pub pixels: usize,
     /// The depthwise convolution over all the expanded channels.
@@ -52,6 +57,7 @@ impl FastExpandDepthwise {
             .collect();
         Ok(FastExpandDepthwise {
             chunks,
+            lanes: Arc::new(expand.weights.to_channel_panels()),
             expand_clamp: expand.clamp,
             pixels: expand.pixels,
             depthwise: depthwise.clone(),
@@ -97,36 +103,119 @@ impl EvalOp for FastExpandDepthwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let input_view = input.try_as_plain_ram()?;
-        let input = input_view.as_slice::<f32>()?;
+        // SAFETY: as in FastDepthwise::eval: both routes write every
+        // element of the output (`run_chunks` asserts its chunks cover all
+        // channels; the streamed depthwise writes every row of every plane).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.depthwise.output_shape)? };
+        {
+            let mut output_view = output.try_as_plain_ram_mut()?;
+            self.run(
+                Route::best(),
+                input_view.as_slice::<f32>()?,
+                output_view.as_slice_mut::<f32>()?,
+            )?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+/// How the expansion's output reaches the depthwise convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A few channels' whole planes at a time, through L2 (any CPU).
+    Chunks,
+    /// Row by row with channels in the lanes (`lanes.rs`; AVX-512F).
+    Streamed,
+}
+
+impl Route {
+    /// Streamed where the CPU has it: the kernels bench has it faster on
+    /// all three fused shapes of EfficientNet-Lite0.
+    pub fn best() -> Route {
+        if Route::Streamed.is_available() {
+            Route::Streamed
+        } else {
+            Route::Chunks
+        }
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            Route::Chunks => true,
+            #[cfg(target_arch = "x86_64")]
+            Route::Streamed => crate::ops::depthwise::kernel::row_stream::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Route::Streamed => false,
+        }
+    }
+}
+
+impl FastExpandDepthwise {
+    /// Computes the op's output from `input` by `route`, which must be
+    /// available on this CPU.
+    pub fn run(&self, route: Route, input: &[f32], output: &mut [f32]) -> TractResult<()> {
         ensure!(
             input.len() == self.input_channels() * self.pixels,
             "FastExpandDepthwise: input shape does not match the op"
         );
         let dw = &self.depthwise;
+        ensure!(
+            output.len() == dw.geometry.output_len(),
+            "FastExpandDepthwise: output size"
+        );
         let weights_view = dw.weights.try_as_plain_ram()?;
         let bias_view = dw.bias.try_as_plain_ram()?;
         let filters = (
             weights_view.as_slice::<f32>()?,
             bias_view.as_slice::<f32>()?,
         );
-        // SAFETY: as in FastDepthwise::eval: `depthwise` writes every element
-        // of each chunk's output planes, and the chunks cover all channels
-        // (`run_chunks` asserts it).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&dw.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            let output = output_view.as_slice_mut::<f32>()?;
-            let chunk_len = self.chunks[0].output_channels() * self.pixels;
-            // The expansion writes every element of the chunk it uses.
-            with_scratch(chunk_len, |expanded| {
-                self.run_chunks(input, filters, expanded, output)
-            });
+        match route {
+            Route::Streamed => self.run_streamed(input, filters, output),
+            Route::Chunks => {
+                let chunk_len = self.chunks[0].output_channels() * self.pixels;
+                // The expansion writes every element of the chunk it uses.
+                with_scratch(chunk_len, |expanded| {
+                    self.run_chunks(input, filters, expanded, output)
+                });
+            }
         }
-        Ok(tvec!(output.into_tvalue()))
+        Ok(())
     }
 }
 
 impl FastExpandDepthwise {
+    /// The expansion streamed into the depthwise convolution row by row.
+    #[cfg(target_arch = "x86_64")]
+    fn run_streamed(
+        &self,
+        input: &[f32],
+        (dw_weights, dw_bias): (&[f32], &[f32]),
+        output: &mut [f32],
+    ) {
+        let dw = &self.depthwise;
+        let rows = super::lanes::ExpandRows {
+            input,
+            input_channels: self.input_channels(),
+            output_channels: dw.geometry.channels,
+            width: dw.geometry.in_w,
+            panels: &self.lanes,
+            clamp: clamp_from_bits(self.expand_clamp).unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
+        };
+        crate::ops::depthwise::kernel::row_stream::depthwise_rows(
+            &dw.geometry,
+            &rows,
+            dw_weights,
+            dw_bias,
+            dw.clamp_bounds(),
+            output,
+        );
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_streamed(&self, _: &[f32], _: (&[f32], &[f32]), _: &mut [f32]) {
+        panic!("the streamed route needs x86-64")
+    }
+
     /// Expands `input` one chunk of channels at a time into `expanded` and
     /// runs the depthwise convolution (`filters`: its weights and bias) on
     /// each chunk into its planes of `output`.
@@ -198,6 +287,84 @@ impl TypedOp for FastExpandDepthwise {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::values;
+
+    /// An expansion of `cin` to `cout` channels on `h x w` planes fused with
+    /// a depthwise convolution (`kernel`, `stride`, padding top, left,
+    /// bottom, right), both clamped, from seeded weights.
+    fn fused(
+        (cin, cout): (usize, usize),
+        (h, w): (usize, usize),
+        (kernel, stride): (usize, usize),
+        (top, left, bottom, right): (usize, usize, usize, usize),
+    ) -> FastExpandDepthwise {
+        let clamp = Some((0f32.to_bits(), 6f32.to_bits()));
+        let bias = values(cout, 2);
+        let expand = FastPointwise {
+            weights: Arc::new(PackedWeights::new(
+                &values(cin * cout, 1),
+                &bias,
+                cout,
+                cin,
+                h * w,
+            )),
+            clamp,
+            residual: false,
+            pixels: h * w,
+            output_shape: tvec![cout, h, w],
+        };
+        let geometry = Geometry {
+            channels: cout,
+            kernel,
+            stride,
+            in_h: h,
+            in_w: w,
+            pad_top: top,
+            pad_left: left,
+            out_h: (h + top + bottom - kernel) / stride + 1,
+            out_w: (w + left + right - kernel) / stride + 1,
+        };
+        let filters = values(cout * kernel * kernel, 3);
+        let depthwise = FastDepthwise {
+            geometry,
+            weights: Arc::new(Tensor::from_shape(&[cout, kernel, kernel], &filters).unwrap()),
+            bias: Arc::new(Tensor::from_shape(&[cout], &values(cout, 4)).unwrap()),
+            clamp: Some(((-1f32).to_bits(), 1f32.to_bits())),
+            output_shape: tvec![cout, geometry.out_h, geometry.out_w],
+        };
+        FastExpandDepthwise::new(&expand, &depthwise).unwrap()
+    }
+
+    /// Both routes sum in the same order: streaming changes where values
+    /// live, not one bit of them. The shapes cover EfficientNet's first
+    /// fused block, channel counts that leave partial registers and panels,
+    /// rows that end in single pixels, and VALID crops.
+    #[test]
+    fn streamed_route_matches_the_chunks_bit_for_bit() {
+        if !Route::Streamed.is_available() {
+            eprintln!("skipping: the streamed route needs AVX-512F");
+            return;
+        }
+        for op in [
+            fused((16, 96), (112, 112), (3, 2), (0, 0, 1, 1)),
+            fused((5, 40), (9, 13), (3, 1), (1, 1, 1, 1)),
+            fused((7, 50), (11, 10), (5, 2), (1, 2, 2, 1)),
+            fused((3, 17), (12, 9), (3, 2), (0, 0, 0, 0)),
+        ] {
+            let input = values(op.input_channels() * op.pixels, 5);
+            let mut chunks = vec![0f32; op.depthwise.geometry.output_len()];
+            op.run(Route::Chunks, &input, &mut chunks).unwrap();
+            let mut streamed = vec![f32::NAN; chunks.len()];
+            op.run(Route::Streamed, &input, &mut streamed).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&streamed),
+                bits(&chunks),
+                "{:?}",
+                op.depthwise.geometry
+            );
+        }
+    }
 
     #[test]
     fn chunks_are_whole_blocks_that_fit_the_budget() {

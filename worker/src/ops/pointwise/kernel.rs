@@ -125,19 +125,37 @@ impl PackedWeights {
             channels.end <= self.output_channels,
             "channels {channels:?}"
         );
+        PackedWeights::new(
+            &self.unpacked(channels.clone()),
+            &self.bias[channels.clone()],
+            channels.len(),
+            self.input_channels,
+            pixels,
+        )
+    }
+
+    /// The channels-in-lanes layout of all the weights, whatever plane size
+    /// they were packed for: for kernels that keep output channels in the
+    /// lanes on any plane.
+    pub fn to_channel_panels(&self) -> ChannelPanels {
+        let (panels, bias) = panels_of(
+            &self.unpacked(0..self.output_channels),
+            &self.bias[..self.output_channels],
+            self.input_channels,
+            CHANNEL_PANEL,
+        );
+        ChannelPanels { panels, bias }
+    }
+
+    /// Output channels `channels` as `[channel][input channel]` (OI).
+    fn unpacked(&self, channels: std::ops::Range<usize>) -> Vec<f32> {
         let cin = self.input_channels;
         let mut weights = Vec::with_capacity(channels.len() * cin);
-        for co in channels.clone() {
+        for co in channels {
             let (block, r) = (co / BLOCK_CHANNELS, co % BLOCK_CHANNELS);
             weights.extend((0..cin).map(|ci| self.panels[(block * cin + ci) * BLOCK_CHANNELS + r]));
         }
-        PackedWeights::new(
-            &weights,
-            &self.bias[channels.clone()],
-            channels.len(),
-            cin,
-            pixels,
-        )
+        weights
     }
 
     /// The channels-in-lanes layout, when the plane size asked for it.
@@ -183,6 +201,15 @@ impl PartialEq for PackedWeights {
 }
 
 impl Eq for PackedWeights {}
+
+impl PartialEq for ChannelPanels {
+    fn eq(&self, other: &ChannelPanels) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        bits(&self.panels) == bits(&other.panels) && bits(&self.bias) == bits(&other.bias)
+    }
+}
+
+impl Eq for ChannelPanels {}
 
 /// One pointwise convolution to compute: the input and what to apply after
 /// the bias, in the order the ONNX graph does (clamp, then residual add).

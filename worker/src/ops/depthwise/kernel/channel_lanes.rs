@@ -15,13 +15,13 @@ use std::arch::x86_64::*;
 
 use super::{Geometry, Params};
 
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 /// Output pixels of one row computed together: on stride 1 neighbours share
 /// all but one column of input loads, and seven accumulators cover the FMA
 /// latency on two ports. Every row of EfficientNet-Lite0 this path runs is
 /// 7, 14 or 28 pixels wide; other widths end in pairs and singles, whose
 /// one or two chains wait on the FMA latency.
-const ROW_BLOCK: usize = 7;
+pub(super) const ROW_BLOCK: usize = 7;
 
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -86,39 +86,53 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
         // SAFETY: the mask selects only the `channels` floats of `bias`.
         let bias = unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) };
         for y in 0..geo.out_h {
-            let row = &mut outputs[y * geo.out_w..(y + 1) * geo.out_w];
             // The rows of padded input the window of output row `y` covers.
-            let window = &padded[y * S * width..(y * S + K - 1) * width + width];
-            let mut blocks = row.chunks_exact_mut(ROW_BLOCK);
-            let mut x = 0;
-            for block in &mut blocks {
-                outputs_of_row::<K, S, TAPS, ROW_BLOCK>(
-                    window, width, x, &weights, bias, clamp, block,
-                );
-                x += ROW_BLOCK;
-            }
-            let mut pairs = blocks.into_remainder().chunks_exact_mut(2);
-            for pair in &mut pairs {
-                outputs_of_row::<K, S, TAPS, 2>(window, width, x, &weights, bias, clamp, pair);
-                x += 2;
-            }
-            for single in pairs.into_remainder().chunks_exact_mut(1) {
-                outputs_of_row::<K, S, TAPS, 1>(window, width, x, &weights, bias, clamp, single);
-                x += 1;
-            }
+            let window: [&[__m512]; K] =
+                std::array::from_fn(|ky| &padded[(y * S + ky) * width..][..width]);
+            let row = &mut outputs[y * geo.out_w..(y + 1) * geo.out_w];
+            output_row::<K, S, TAPS>(&window, &weights, bias, clamp, row);
         }
         transpose_out(
             &outputs,
             channels,
             &mut output[first * plane_out..(first + channels) * plane_out],
+            (plane_out, 0),
         );
     }
 }
 
 #[derive(Clone, Copy)]
-struct Clamp {
-    lo: __m512,
-    hi: __m512,
+pub(super) struct Clamp {
+    pub lo: __m512,
+    pub hi: __m512,
+}
+
+/// One row of output pixels from the `K` padded input rows its windows
+/// cover, seven at a time, then in pairs and singles.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn output_row<const K: usize, const S: usize, const TAPS: usize>(
+    window: &[&[__m512]; K],
+    weights: &[__m512; TAPS],
+    bias: __m512,
+    clamp: Clamp,
+    row: &mut [__m512],
+) {
+    let mut blocks = row.chunks_exact_mut(ROW_BLOCK);
+    let mut x = 0;
+    for block in &mut blocks {
+        outputs_of_row::<K, S, TAPS, ROW_BLOCK>(window, x, weights, bias, clamp, block);
+        x += ROW_BLOCK;
+    }
+    let mut pairs = blocks.into_remainder().chunks_exact_mut(2);
+    for pair in &mut pairs {
+        outputs_of_row::<K, S, TAPS, 2>(window, x, weights, bias, clamp, pair);
+        x += 2;
+    }
+    for single in pairs.into_remainder().chunks_exact_mut(1) {
+        outputs_of_row::<K, S, TAPS, 1>(window, x, weights, bias, clamp, single);
+        x += 1;
+    }
 }
 
 /// The filters of `channels` channels (`[channels, TAPS]`) as one register
@@ -126,7 +140,7 @@ struct Clamp {
 /// The block's filters are one contiguous run, so this is a transpose of
 /// 16-tap slices rather than 16 x TAPS scattered reads.
 #[target_feature(enable = "avx512f")]
-fn tap_registers<const TAPS: usize>(filters: &[f32], channels: usize) -> [__m512; TAPS] {
+pub(super) fn tap_registers<const TAPS: usize>(filters: &[f32], channels: usize) -> [__m512; TAPS] {
     assert_eq!(filters.len(), channels * TAPS);
     let mut taps = [_mm512_setzero_ps(); TAPS];
     for first_tap in (0..TAPS).step_by(LANES) {
@@ -144,12 +158,11 @@ fn tap_registers<const TAPS: usize>(filters: &[f32], channels: usize) -> [__m512
 }
 
 /// Output pixels `x..x + N` of one row: `window` is the `K` padded input
-/// rows (of `width` pixels) the row's filters cover.
+/// rows the row's filters cover.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn outputs_of_row<const K: usize, const S: usize, const TAPS: usize, const N: usize>(
-    window: &[__m512],
-    width: usize,
+    window: &[&[__m512]; K],
     x: usize,
     weights: &[__m512; TAPS],
     bias: __m512,
@@ -160,7 +173,7 @@ fn outputs_of_row<const K: usize, const S: usize, const TAPS: usize, const N: us
     for ky in 0..K {
         // Bounds: the last load is column (x + N - 1) * S + K - 1, inside the
         // padded width because x + N <= out_w.
-        let row = &window[ky * width + x * S..][..(N - 1) * S + K];
+        let row = &window[ky][x * S..][..(N - 1) * S + K];
         for kx in 0..K {
             let w = weights[ky * K + kx];
             for (n, a) in acc.iter_mut().enumerate() {
@@ -197,17 +210,22 @@ fn transpose_in(planes: &[f32], channels: usize, targets: &[Option<usize>], padd
 }
 
 /// Copies the first `channels` lanes of every register of `outputs` (one
-/// per output pixel) into that many NCHW planes of `output`.
+/// per output pixel) into that many NCHW planes of `output`, each `plane`
+/// floats long, from pixel `at` of each plane on (a whole plane, or a row).
 #[target_feature(enable = "avx512f")]
-fn transpose_out(outputs: &[__m512], channels: usize, output: &mut [f32]) {
-    let plane = outputs.len();
-    for start in (0..plane).step_by(LANES) {
-        let pixels = (plane - start).min(LANES);
+pub(super) fn transpose_out(
+    outputs: &[__m512],
+    channels: usize,
+    output: &mut [f32],
+    (plane, at): (usize, usize),
+) {
+    for start in (0..outputs.len()).step_by(LANES) {
+        let pixels = (outputs.len() - start).min(LANES);
         let mut rows = [_mm512_setzero_ps(); LANES];
         rows[..pixels].copy_from_slice(&outputs[start..start + pixels]);
         transpose(&mut rows);
         for (c, row) in rows.iter().enumerate().take(channels) {
-            let dst = &mut output[c * plane + start..][..pixels];
+            let dst = &mut output[c * plane + at + start..][..pixels];
             // SAFETY: the mask selects only the `pixels` floats of `dst`.
             unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), first_lanes(pixels), *row) };
         }
@@ -216,7 +234,7 @@ fn transpose_out(outputs: &[__m512], channels: usize, output: &mut [f32]) {
 
 /// A mask of the first `n` (at most 16) lanes.
 #[inline]
-fn first_lanes(n: usize) -> __mmask16 {
+pub(super) fn first_lanes(n: usize) -> __mmask16 {
     (((1u32 << n) - 1) & 0xFFFF) as __mmask16
 }
 
@@ -224,7 +242,7 @@ fn first_lanes(n: usize) -> __mmask16 {
 /// 256 bits are interleaved in turn.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose(r: &mut [__m512; LANES]) {
+pub(super) fn transpose(r: &mut [__m512; LANES]) {
     let mut t = [_mm512_setzero_ps(); LANES];
     for i in 0..8 {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);

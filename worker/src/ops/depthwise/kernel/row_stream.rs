@@ -1,0 +1,229 @@
+//! The channels-in-lanes depthwise convolution ([`super::channel_lanes`])
+//! over input rows that another kernel produces as they are needed, so the
+//! depthwise input never exists whole.
+//!
+//! The channels-in-lanes layout wins on small planes only when its input
+//! must first be transposed out of NCHW planes: on 112x112 and 56x56 the
+//! padded copy outgrows the L2 cache. A producer that writes the layout
+//! directly (the 1x1 expansion before the convolution, or the stem) has
+//! nothing to transpose, and a ring of `K` padded rows of every channel
+//! (6 KB to 200 KB here) stays in L1 or L2 however large the plane. Each
+//! output row is then computed for every block of sixteen channels and
+//! transposed straight into its place in the NCHW output.
+
+use std::arch::x86_64::*;
+
+use super::channel_lanes::{first_lanes, output_row, tap_registers, transpose_out, Clamp, LANES};
+use super::Geometry;
+
+/// Produces the input of a depthwise convolution one row at a time, in
+/// the channels-in-lanes layout.
+pub trait LaneRows {
+    /// Writes input row `y` (`0..in_h` of the convolution's geometry) of
+    /// every channel into `row`: pixel `x` of channels `16 b..16 b + 16` goes
+    /// to `row[b * stride + offset + x]`, for every `x` in `0..columns`, and
+    /// nothing else may be written. Lanes past the last channel may hold
+    /// anything: their filters are zero and they are never stored.
+    fn fill(&self, y: usize, columns: usize, row: &mut [__m512], stride: usize, offset: usize);
+}
+
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// `output[c] = clamp(bias[c] + conv(input[c], weights[c]))` for every
+/// channel (as [`super::depthwise`]), the input rows coming from `source`.
+/// Sums in the same order as the channels-in-lanes path.
+///
+/// Panics if the CPU lacks AVX-512F, or the slices or the geometry do not
+/// fit.
+pub fn depthwise_rows(
+    geo: &Geometry,
+    source: &impl LaneRows,
+    weights: &[f32],
+    bias: &[f32],
+    clamp: Option<(f32, f32)>,
+    output: &mut [f32],
+) {
+    assert!(available(), "AVX-512F path on a CPU without it");
+    assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
+    assert_eq!(output.len(), geo.output_len());
+    assert_eq!(weights.len(), geo.channels * geo.kernel * geo.kernel);
+    assert_eq!(bias.len(), geo.channels);
+    let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let filters = Filters {
+        weights,
+        bias,
+        clamp,
+    };
+    // SAFETY: the CPU supports AVX-512F (asserted above), the only feature
+    // these functions are compiled for.
+    unsafe {
+        match (geo.kernel, geo.stride) {
+            (3, 1) => rows::<3, 1, 9>(geo, source, &filters, output),
+            (3, 2) => rows::<3, 2, 9>(geo, source, &filters, output),
+            (5, 1) => rows::<5, 1, 25>(geo, source, &filters, output),
+            (5, 2) => rows::<5, 2, 25>(geo, source, &filters, output),
+            _ => unreachable!("checked by is_supported"),
+        }
+    }
+}
+
+struct Filters<'a> {
+    weights: &'a [f32],
+    bias: &'a [f32],
+    clamp: (f32, f32),
+}
+
+#[target_feature(enable = "avx512f")]
+fn rows<const K: usize, const S: usize, const TAPS: usize>(
+    geo: &Geometry,
+    source: &impl LaneRows,
+    filters: &Filters,
+    output: &mut [f32],
+) {
+    let blocks = geo.channels.div_ceil(LANES);
+    // Padded columns up to the last window's far edge; the input columns
+    // past it (VALID crops) are never produced.
+    let width = (geo.out_w - 1) * S + K;
+    let columns = geo.in_w.min(width - geo.pad_left);
+    let stride = blocks * width;
+    // `K` padded rows of every block, row `r` in slot `r % K`: output row
+    // `y` reads rows `y * S..y * S + K`, and rows are produced in order
+    // just before the first output row that needs them. The padding columns
+    // are never written, so they stay zero.
+    let mut ring = vec![_mm512_setzero_ps(); K * stride];
+    let taps: Vec<[__m512; TAPS]> = (0..blocks)
+        .map(|b| {
+            let channels = block_channels(geo.channels, b);
+            tap_registers(
+                &filters.weights[b * LANES * TAPS..][..channels * TAPS],
+                channels,
+            )
+        })
+        .collect();
+    let biases: Vec<__m512> = (0..blocks)
+        .map(|b| {
+            let bias = &filters.bias[b * LANES..];
+            let channels = block_channels(geo.channels, b);
+            // SAFETY: the mask selects only the `channels` floats of `bias`.
+            unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) }
+        })
+        .collect();
+    let clamp = Clamp {
+        lo: _mm512_set1_ps(filters.clamp.0),
+        hi: _mm512_set1_ps(filters.clamp.1),
+    };
+    let plane_out = geo.out_h * geo.out_w;
+    let mut out_row = vec![_mm512_setzero_ps(); geo.out_w];
+    let mut produced = 0;
+    for y in 0..geo.out_h {
+        while produced < y * S + K {
+            let slot = &mut ring[(produced % K) * stride..][..stride];
+            match produced.checked_sub(geo.pad_top) {
+                Some(iy) if iy < geo.in_h => source.fill(iy, columns, slot, width, geo.pad_left),
+                // Padding rows: the slot may hold an older input row.
+                _ => slot.fill(_mm512_setzero_ps()),
+            }
+            produced += 1;
+        }
+        for (b, (taps, &bias)) in taps.iter().zip(&biases).enumerate() {
+            let window: [&[__m512]; K] = std::array::from_fn(|ky| {
+                let slot = (y * S + ky) % K;
+                &ring[slot * stride + b * width..][..width]
+            });
+            output_row::<K, S, TAPS>(&window, taps, bias, clamp, &mut out_row);
+            let channels = block_channels(geo.channels, b);
+            transpose_out(
+                &out_row,
+                channels,
+                &mut output[b * LANES * plane_out..][..channels * plane_out],
+                (plane_out, y * geo.out_w),
+            );
+        }
+    }
+}
+
+/// Channels in block `b` of sixteen.
+fn block_channels(channels: usize, b: usize) -> usize {
+    (channels - b * LANES).min(LANES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::depthwise::kernel::depthwise_reference;
+    use crate::test_support::values;
+
+    /// NCHW planes handed over row by row, with a canary in every lane
+    /// past the last channel.
+    struct Planes<'a> {
+        input: &'a [f32],
+        geo: Geometry,
+    }
+
+    impl LaneRows for Planes<'_> {
+        fn fill(&self, y: usize, columns: usize, row: &mut [__m512], stride: usize, offset: usize) {
+            let g = &self.geo;
+            for b in 0..g.channels.div_ceil(LANES) {
+                for x in 0..columns {
+                    let lanes: [f32; LANES] = std::array::from_fn(|l| {
+                        let c = b * LANES + l;
+                        if c < g.channels {
+                            self.input[(c * g.in_h + y) * g.in_w + x]
+                        } else {
+                            f32::NAN
+                        }
+                    });
+                    // SAFETY: AVX-512F is there (the caller asserts it);
+                    // the load reads the 16 floats of `lanes`.
+                    row[b * stride + offset + x] = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_from_a_source_match_the_definition() {
+        if !available() {
+            eprintln!("skipping: no AVX-512F");
+            return;
+        }
+        // (channels, kernel, stride, in_h, in_w, pads top/left/bottom/right):
+        // EfficientNet's fused shapes, partial blocks, odd sizes, pads wider
+        // than the kernel's reach and VALID crops.
+        for (channels, kernel, stride, (in_h, in_w), (top, left, bottom, right)) in [
+            (32, 3, 1, (112, 112), (1, 1, 1, 1)),
+            (20, 3, 2, (112, 112), (0, 0, 1, 1)),
+            (37, 3, 1, (56, 56), (1, 1, 1, 1)),
+            (33, 5, 2, (56, 56), (1, 1, 2, 2)),
+            (5, 5, 1, (9, 13), (2, 0, 3, 4)),
+            (17, 3, 2, (17, 33), (0, 0, 0, 0)),
+            (3, 5, 2, (1, 1), (2, 2, 2, 2)),
+            (16, 3, 1, (4, 5), (4, 3, 3, 4)),
+        ] {
+            let geo = Geometry {
+                channels,
+                kernel,
+                stride,
+                in_h,
+                in_w,
+                pad_top: top,
+                pad_left: left,
+                out_h: (in_h + top + bottom - kernel) / stride + 1,
+                out_w: (in_w + left + right - kernel) / stride + 1,
+            };
+            let input = values(geo.input_len(), 1);
+            let weights = values(channels * kernel * kernel, 2);
+            let bias = values(channels, 3);
+            let clamp = Some((-0.5, 0.75));
+            let want = depthwise_reference(&geo, &input, &weights, &bias, clamp);
+            let mut got = vec![f32::NAN; geo.output_len()];
+            let source = Planes { input: &input, geo };
+            depthwise_rows(&geo, &source, &weights, &bias, clamp, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-4, "{geo:?} at {i}: {g} vs {w}");
+            }
+        }
+    }
+}
