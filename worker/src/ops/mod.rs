@@ -3,12 +3,15 @@
 //! its patch), the matching they share (`rewrite.rs`) and the list of patches
 //! in the order a model gets them ([`PATCHES`]).
 
+#[cfg(target_arch = "x86_64")]
+mod conv_rows;
 pub mod depthwise;
 pub mod expand;
 pub mod pointwise;
 mod rewrite;
 mod scratch;
 pub mod stem;
+pub mod stem_depthwise;
 
 use tract_onnx::prelude::{TractResult, TypedModel};
 
@@ -25,8 +28,9 @@ pub struct Patch {
 
 /// Every patch, in the order [`apply_patches`] runs them. The order
 /// matters: the expansion fusion works on the ops the depthwise and
-/// pointwise patches leave, and the stem goes last so the only convolutions
-/// left to it are the regular ones.
+/// pointwise patches leave, the stem goes after them so the only
+/// convolutions left to it are the regular ones, and the stem's fusion with
+/// its depthwise convolution comes last.
 pub const PATCHES: &[Patch] = &[
     Patch {
         name: "depthwise",
@@ -48,6 +52,11 @@ pub const PATCHES: &[Patch] = &[
         counts: "stem convolutions on the fast kernel",
         apply: stem::use_fast_stem,
     },
+    Patch {
+        name: "stem_depthwise",
+        counts: "stems streamed into their depthwise convolution",
+        apply: stem_depthwise::use_fast_stem_depthwise,
+    },
 ];
 
 /// Applies every patch of [`PATCHES`] in order to a decluttered model (before
@@ -68,6 +77,11 @@ mod tests {
 
     #[test]
     fn every_patch_finds_its_nodes_of_efficientnet_lite0_in_order() {
+        // The stem is streamed only where AVX-512F runs it.
+        #[cfg(target_arch = "x86_64")]
+        let streamed_stems = usize::from(crate::ops::depthwise::kernel::row_stream::available());
+        #[cfg(not(target_arch = "x86_64"))]
+        let streamed_stems = 0;
         let mut model = efficientnet();
         let counts: Vec<(&str, usize)> = PATCHES
             .iter()
@@ -79,7 +93,8 @@ mod tests {
                 ("depthwise", 16),
                 ("pointwise", 32),
                 ("expand", 3),
-                ("stem", 1)
+                ("stem", 1),
+                ("stem_depthwise", streamed_stems)
             ]
         );
     }

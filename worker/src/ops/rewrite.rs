@@ -149,6 +149,40 @@ pub fn sole_consumer(model: &TypedModel, id: usize) -> TractResult<Option<&Typed
     model.single_succ(id)
 }
 
+/// Fuses, until none is left, every node running an `A` whose only reader
+/// runs a `B`, when `fuse` makes one op of the pair: the fused node takes
+/// the first node's inputs and stands for the reader's output. Returns how
+/// many pairs were fused.
+pub fn fuse_with_reader<A: Op, B: Op, O: TypedOp>(
+    model: &mut TypedModel,
+    fuse: impl Fn(&A, &B) -> Option<O>,
+) -> TractResult<usize> {
+    // Fused nodes no longer run an `A`, so this ends.
+    patch_until_done(model, |model| {
+        for id in model.eval_order()? {
+            let node = model.node(id);
+            let Some(first) = node.op_as::<A>() else {
+                continue;
+            };
+            let Some(reader) = sole_consumer(model, id)? else {
+                continue;
+            };
+            let Some(op) = reader.op_as::<B>().and_then(|second| fuse(first, second)) else {
+                continue;
+            };
+            let mut patch = TypedModelPatch::default();
+            let taps = patch.taps(model, &node.inputs)?;
+            let wire = patch.wire_node(&reader.name, op, &taps)?[0];
+            patch.shunt_outside(model, OutletId::new(reader.id, 0), wire)?;
+            patch.obliterate(id)?;
+            patch.obliterate(reader.id)?;
+            patch.apply(model)?;
+            return Ok(true);
+        }
+        Ok(false)
+    })
+}
+
 /// tract-onnx wires `Clip(x, lo, hi)` as `Min(Max(x, lo), hi)` with constant
 /// bounds. Returns them when exactly that follows node `id` (whose output
 /// has `shape`) and nothing else reads the intermediate values.

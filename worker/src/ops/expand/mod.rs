@@ -9,12 +9,10 @@
 //! kernels as before, so the results are identical.
 //!
 //! On AVX-512 the expansion instead writes one row at a time with its
-//! channels in the lanes (`lanes.rs`) and the depthwise convolution reads
+//! channels in the lanes (`ops::conv_rows`) and the depthwise convolution reads
 //! those rows as they come (`ops::depthwise::kernel::row_stream`): no
 //! transpose in, no plane-sized buffer, and the same sums in the same order.
 
-#[cfg(target_arch = "x86_64")]
-mod lanes;
 pub mod op;
 pub mod patch;
 

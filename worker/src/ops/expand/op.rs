@@ -124,7 +124,7 @@ impl EvalOp for FastExpandDepthwise {
 pub enum Route {
     /// A few channels' whole planes at a time, through L2 (any CPU).
     Chunks,
-    /// Row by row with channels in the lanes (`lanes.rs`; AVX-512F).
+    /// Row by row with channels in the lanes (`ops/conv_rows.rs`; AVX-512F).
     Streamed,
 }
 
@@ -193,11 +193,23 @@ impl FastExpandDepthwise {
         output: &mut [f32],
     ) {
         let dw = &self.depthwise;
-        let rows = super::lanes::ExpandRows {
+        let g = &dw.geometry;
+        let rows = crate::ops::conv_rows::ConvRows {
+            geometry: crate::ops::stem::im2col::Geometry {
+                input_channels: self.input_channels(),
+                kernel_h: 1,
+                kernel_w: 1,
+                stride_h: 1,
+                stride_w: 1,
+                in_h: g.in_h,
+                in_w: g.in_w,
+                pad_top: 0,
+                pad_left: 0,
+                out_h: g.in_h,
+                out_w: g.in_w,
+            },
+            output_channels: g.channels,
             input,
-            input_channels: self.input_channels(),
-            output_channels: dw.geometry.channels,
-            width: dw.geometry.in_w,
             panels: &self.lanes,
             clamp: clamp_from_bits(self.expand_clamp).unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
         };

@@ -7,7 +7,7 @@ use tract_onnx::prelude::*;
 use super::op::FastExpandDepthwise;
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::pointwise::op::FastPointwise;
-use crate::ops::rewrite::{patch_until_done, sole_consumer};
+use crate::ops::rewrite::fuse_with_reader;
 
 /// Expansions whose output is at least this large are fused: from here on
 /// it no longer fits a core's L2 cache next to everything else (the
@@ -21,39 +21,17 @@ const FUSE_FROM_BYTES: usize = 1024 * 1024;
 /// [`crate::ops::pointwise::use_fast_pointwise`] and
 /// [`crate::ops::depthwise::use_fast_depthwise`].
 pub fn use_fast_expand_depthwise(model: &mut TypedModel) -> TractResult<usize> {
-    // Fused nodes are no longer FastPointwise, so this ends.
-    patch_until_done(model, fuse_first)
-}
-
-fn fuse_first(model: &mut TypedModel) -> TractResult<bool> {
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        let Some(expand) = node.op_as::<FastPointwise>() else {
-            continue;
-        };
-        let bytes = expand.weights.output_channels() * expand.pixels * std::mem::size_of::<f32>();
-        if expand.residual || bytes < FUSE_FROM_BYTES {
-            continue;
-        }
-        let Some(reader) = sole_consumer(model, id)? else {
-            continue;
-        };
-        let Some(depthwise) = reader.op_as::<FastDepthwise>() else {
-            continue;
-        };
-        let Ok(op) = FastExpandDepthwise::new(expand, depthwise) else {
-            continue;
-        };
-        let mut patch = TypedModelPatch::default();
-        let taps = patch.taps(model, &node.inputs)?;
-        let wire = patch.wire_node(&reader.name, op, &taps)?[0];
-        patch.shunt_outside(model, OutletId::new(reader.id, 0), wire)?;
-        patch.obliterate(id)?;
-        patch.obliterate(reader.id)?;
-        patch.apply(model)?;
-        return Ok(true);
-    }
-    Ok(false)
+    fuse_with_reader(
+        model,
+        |expand: &FastPointwise, depthwise: &FastDepthwise| {
+            let bytes =
+                expand.weights.output_channels() * expand.pixels * std::mem::size_of::<f32>();
+            if expand.residual || bytes < FUSE_FROM_BYTES {
+                return None;
+            }
+            FastExpandDepthwise::new(expand, depthwise).ok()
+        },
+    )
 }
 
 #[cfg(test)]
