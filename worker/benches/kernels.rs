@@ -67,11 +67,15 @@ const DEPTHWISE_SHAPES: &[(usize, usize, usize, usize, usize, usize, &str)] = &[
 ];
 
 /// (input channels, expanded channels, input side, kernel, stride,
-/// padding before, after) of the three fused expansions.
+/// padding before, after) of the fused expansions: the three fused on any
+/// CPU, then some of those fused where the streamed route runs.
 const EXPAND_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (16, 96, 112, 3, 2, 0, 1),
     (24, 144, 56, 3, 1, 1, 1),
     (24, 144, 56, 5, 2, 1, 2),
+    (40, 240, 28, 5, 1, 2, 2),
+    (80, 480, 14, 3, 1, 1, 1),
+    (112, 672, 14, 5, 1, 2, 2),
 ];
 
 /// Timed repetitions per shape; the median is reported.

@@ -14,6 +14,7 @@ use crate::manifest::ModelManifest;
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::expand::op::FastExpandDepthwise;
 use crate::ops::stem::op::FastStemConv;
+use crate::ops::stem_depthwise::op::FastStemDepthwise;
 use crate::preprocess::preprocess;
 
 /// How many classes a result lists.
@@ -194,34 +195,35 @@ impl Classifier {
     }
 
     /// How many depthwise convolutions of the plan run on
-    /// [`crate::ops::depthwise`]'s kernel, alone or fused with their expansion.
+    /// [`crate::ops::depthwise`]'s kernels, alone or fused with their
+    /// expansion or the stem.
     pub fn fast_depthwise_nodes(&self) -> usize {
-        self.plan
-            .model()
-            .nodes()
-            .iter()
-            .filter(|node| node.op_is::<FastDepthwise>() || node.op_is::<FastExpandDepthwise>())
-            .count()
+        self.count_nodes(|node| {
+            node.op_is::<FastDepthwise>()
+                || node.op_is::<FastExpandDepthwise>()
+                || node.op_is::<FastStemDepthwise>()
+        })
     }
 
     /// How many expansions run fused with their depthwise convolution
     /// ([`crate::ops::expand`]).
     pub fn fused_expansion_nodes(&self) -> usize {
-        self.plan
-            .model()
-            .nodes()
-            .iter()
-            .filter(|node| node.op_is::<FastExpandDepthwise>())
-            .count()
+        self.count_nodes(|node| node.op_is::<FastExpandDepthwise>())
     }
 
-    /// How many operators of the plan run on [`crate::ops::stem`]'s kernel.
+    /// How many stem convolutions of the plan run on our kernels
+    /// ([`crate::ops::stem`]), alone or fused with their depthwise
+    /// convolution ([`crate::ops::stem_depthwise`]).
     pub fn fast_stem_nodes(&self) -> usize {
+        self.count_nodes(|node| node.op_is::<FastStemConv>() || node.op_is::<FastStemDepthwise>())
+    }
+
+    fn count_nodes(&self, wanted: impl Fn(&TypedNode) -> bool) -> usize {
         self.plan
             .model()
             .nodes()
             .iter()
-            .filter(|node| node.op_is::<FastStemConv>())
+            .filter(|node| wanted(node))
             .count()
     }
 

@@ -2,8 +2,8 @@
 //! [`LaneRows`] source: one output row at a time, written with its output
 //! channels in the lanes, which is the layout the depthwise convolution
 //! after it reads ([`row_stream`](crate::ops::depthwise::kernel::row_stream)).
-//! Tiles of up to 48 channels (3 zmm) x 8 pixels: up to 24 accumulators,
-//! per filter tap one weight load per register and eight broadcasts. The
+//! Tiles of up to 48 channels (3 zmm) x 7 pixels: up to 21 accumulators,
+//! per filter tap one weight load per register and seven broadcasts. The
 //! sums run in the order of the pointwise kernel (and of im2col, whose
 //! rows are the taps): bias, then input channel by input channel, filter
 //! row by row, column by column; taps over the padding are skipped, where
@@ -18,9 +18,11 @@ use crate::ops::stem::im2col::Geometry;
 
 const LANES: usize = 16;
 const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
-/// Pixels per tile: 8 x 3 accumulators, the weights and a broadcast fit
-/// the 32 registers.
-const PIXELS: usize = 8;
+/// Pixels per tile: 7 x 3 accumulators, the weights and a broadcast fit
+/// the 32 registers, and 7 divides every row width of EfficientNet-Lite0
+/// (7 to 112), so no row ends in single pixels, whose three accumulators
+/// would wait on the FMA latency.
+const PIXELS: usize = 7;
 
 /// The convolution of `input` (`[cin][in_h][in_w]`) by `panels` (its
 /// filters as `[cout / 48][cin * kh * kw][48]`).
