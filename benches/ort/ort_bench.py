@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """onnxruntime on the same model, images and preprocessing as worker-bench.
 
-Prints the median and p90 milliseconds per image for decode, preprocess and
+Prints the median, p90 and mean milliseconds per image for decode, preprocess and
 inference on one thread, plus session start-up and resident memory, so the
 tract worker can be compared side by side in the same run:
 
@@ -60,7 +60,11 @@ def percentile(values, fraction):
 
 
 def summary(values):
-    return {"median_ms": statistics.median(values), "p90_ms": percentile(values, 0.9)}
+    return {
+        "median_ms": statistics.median(values),
+        "p90_ms": percentile(values, 0.9),
+        "mean_ms": statistics.fmean(values),
+    }
 
 
 def rss_mb():
@@ -133,8 +137,9 @@ def main():
     print(f"{result['runtime']}, {args.threads} thread(s), {len(files)} images x {args.iterations}")
     for name in ("decode", "preprocess", "inference"):
         s = result["stages"][name]
-        print(f"  {name:<11} median {s['median_ms']:8.2f} ms   p90 {s['p90_ms']:8.2f} ms")
-    print(f"  {'total':<11} median {result['total']['median_ms']:8.2f} ms   p90 {result['total']['p90_ms']:8.2f} ms")
+        print(f"  {name:<11} median {s['median_ms']:8.2f} ms   p90 {s['p90_ms']:8.2f} ms   mean {s['mean_ms']:8.2f} ms")
+    t = result["total"]
+    print(f"  {'total':<11} median {t['median_ms']:8.2f} ms   p90 {t['p90_ms']:8.2f} ms   mean {t['mean_ms']:8.2f} ms")
     print(f"  start-up (interpreter + session + first run) {startup_ms:.0f} ms")
     print(f"  memory VmHWM {hwm:.1f} MB, VmRSS {rss:.1f} MB")
 
