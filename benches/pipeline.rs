@@ -218,9 +218,8 @@ fn main() {
             ratio(&bento_rates),
         );
     }
-    for contender in &mut contenders {
-        contender.stop();
-    }
+    // Dropping a contender stops its server (also when a round panics).
+    drop(contenders);
 }
 
 const PYTHON: &str = "python + onnxruntime";
@@ -294,15 +293,19 @@ impl Contender {
             rounds: Rounds::default(),
         }
     }
+}
 
-    fn stop(&mut self) {
+impl Drop for Contender {
+    /// Stops the server, also when the bench panics: a server left running
+    /// would load every later measurement on this machine.
+    fn drop(&mut self) {
         // SIGTERM to the whole process group would take the bench down too;
         // the servers stop their own children.
         unsafe {
             libc::kill(self.process.id() as i32, libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(40);
-        while self.process.try_wait().unwrap().is_none() {
+        while matches!(self.process.try_wait(), Ok(None)) {
             if Instant::now() > deadline {
                 let _ = self.process.kill();
             }
