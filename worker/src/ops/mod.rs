@@ -6,6 +6,7 @@
 #[cfg(target_arch = "x86_64")]
 mod conv_rows;
 pub mod depthwise;
+mod eval;
 pub mod expand;
 pub mod pointwise;
 mod rewrite;

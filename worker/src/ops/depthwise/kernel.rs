@@ -45,6 +45,28 @@ impl Geometry {
         self.channels * self.in_h * self.in_w
     }
 
+    /// The geometry with explicit padding on every side (top, left,
+    /// bottom, right): the tests' way of writing shapes.
+    #[cfg(test)]
+    pub fn padded(
+        channels: usize,
+        (kernel, stride): (usize, usize),
+        (in_h, in_w): (usize, usize),
+        (pad_top, pad_left, pad_bottom, pad_right): (usize, usize, usize, usize),
+    ) -> Geometry {
+        Geometry {
+            channels,
+            kernel,
+            stride,
+            in_h,
+            in_w,
+            pad_top,
+            pad_left,
+            out_h: (in_h + pad_top + pad_bottom - kernel) / stride + 1,
+            out_w: (in_w + pad_left + pad_right - kernel) / stride + 1,
+        }
+    }
+
     pub fn output_len(&self) -> usize {
         self.channels * self.out_h * self.out_w
     }
@@ -226,25 +248,6 @@ mod tests {
     use super::*;
     use crate::test_support::values;
 
-    fn geometry(
-        channels: usize,
-        (kernel, stride): (usize, usize),
-        (in_h, in_w): (usize, usize),
-        (pad_top, pad_left, pad_bottom, pad_right): (usize, usize, usize, usize),
-    ) -> Geometry {
-        Geometry {
-            channels,
-            kernel,
-            stride,
-            in_h,
-            in_w,
-            pad_top,
-            pad_left,
-            out_h: (in_h + pad_top + pad_bottom - kernel) / stride + 1,
-            out_w: (in_w + pad_left + pad_right - kernel) / stride + 1,
-        }
-    }
-
     fn geometries() -> Vec<Geometry> {
         let mut out = Vec::new();
         // Every depthwise shape of EfficientNet-Lite0 (fewer channels), with
@@ -262,7 +265,7 @@ mod tests {
             (5, 1, 7, 2, 2),
             (3, 1, 7, 1, 1),
         ] {
-            out.push(geometry(
+            out.push(Geometry::padded(
                 5,
                 (kernel, stride),
                 (hw, hw),
@@ -285,12 +288,12 @@ mod tests {
             (3, 1, 5, 40, (0, 0, 0, 0)),
             (5, 1, 3, 3, (2, 2, 2, 2)),
         ] {
-            out.push(geometry(3, (kernel, stride), (in_h, in_w), pads));
+            out.push(Geometry::padded(3, (kernel, stride), (in_h, in_w), pads));
         }
         // More channels than one register holds, with a partial last block
         // (the channel-lanes path works sixteen at a time).
-        out.push(geometry(37, (5, 1), (14, 14), (2, 2, 2, 2)));
-        out.push(geometry(33, (3, 2), (13, 9), (0, 1, 1, 0)));
+        out.push(Geometry::padded(37, (5, 1), (14, 14), (2, 2, 2, 2)));
+        out.push(Geometry::padded(33, (3, 2), (13, 9), (0, 1, 1, 0)));
         out
     }
 

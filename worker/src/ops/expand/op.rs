@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::ops::eval::eval_into;
+
 use crate::ops::depthwise::kernel::{depthwise, Geometry};
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::pointwise::kernel::{
@@ -101,21 +103,14 @@ impl EvalOp for FastExpandDepthwise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let input_view = input.try_as_plain_ram()?;
-        // SAFETY: as in FastDepthwise::eval: both routes write every
-        // element of the output (`run_chunks` asserts its chunks cover all
-        // channels; the streamed depthwise writes every row of every plane).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.depthwise.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            self.run(
-                Route::best(),
-                input_view.as_slice::<f32>()?,
-                output_view.as_slice_mut::<f32>()?,
-            )?;
+        // SAFETY: both routes write every element of the output
+        // (`run_chunks` asserts its chunks cover all channels; the streamed
+        // depthwise convolution writes every row of every plane).
+        unsafe {
+            eval_into(inputs, &self.depthwise.output_shape, |input, output| {
+                self.run(Route::best(), input, output)
+            })
         }
-        Ok(tvec!(output.into_tvalue()))
     }
 }
 
@@ -325,17 +320,7 @@ mod tests {
             pixels: h * w,
             output_shape: tvec![cout, h, w],
         };
-        let geometry = Geometry {
-            channels: cout,
-            kernel,
-            stride,
-            in_h: h,
-            in_w: w,
-            pad_top: top,
-            pad_left: left,
-            out_h: (h + top + bottom - kernel) / stride + 1,
-            out_w: (w + left + right - kernel) / stride + 1,
-        };
+        let geometry = Geometry::padded(cout, (kernel, stride), (h, w), (top, left, bottom, right));
         let filters = values(cout * kernel * kernel, 3);
         let depthwise = FastDepthwise {
             geometry,

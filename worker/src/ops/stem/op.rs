@@ -7,6 +7,8 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::ops::eval::eval_into;
+
 use super::im2col::Geometry;
 use super::kernel::conv;
 use crate::ops::pointwise::kernel::PackedWeights;
@@ -54,28 +56,25 @@ impl EvalOp for FastStemConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let input_view = input.try_as_plain_ram()?;
-        let data = input_view.as_slice::<f32>()?;
-        ensure!(
-            data.len() == self.geometry.input_len(),
-            "FastStemConv: input shape does not match the op"
-        );
         // SAFETY: `conv` hands the whole output to the pointwise kernel,
         // which writes every element before anything reads it (as in
-        // `FastPointwise`); skipping the zeroing saves a pass over 1.6 MB.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            conv(
-                &self.geometry,
-                &self.weights,
-                data,
-                self.clamp_bounds(),
-                output_view.as_slice_mut::<f32>()?,
-            );
+        // `FastPointwise`).
+        unsafe {
+            eval_into(inputs, &self.output_shape, |input, output| {
+                ensure!(
+                    input.len() == self.geometry.input_len(),
+                    "FastStemConv: input shape does not match the op"
+                );
+                conv(
+                    &self.geometry,
+                    &self.weights,
+                    input,
+                    self.clamp_bounds(),
+                    output,
+                );
+                Ok(())
+            })
         }
-        Ok(tvec!(output.into_tvalue()))
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::ops::eval::eval_into;
+
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::pointwise::kernel::ChannelPanels;
 use crate::ops::stem::op::FastStemConv;
@@ -99,19 +101,13 @@ impl EvalOp for FastStemDepthwise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let input_view = input.try_as_plain_ram()?;
         // SAFETY: the streamed depthwise convolution writes every row of
         // every output plane.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.depthwise.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            self.run(
-                input_view.as_slice::<f32>()?,
-                output_view.as_slice_mut::<f32>()?,
-            )?;
+        unsafe {
+            eval_into(inputs, &self.depthwise.output_shape, |input, output| {
+                self.run(input, output)
+            })
         }
-        Ok(tvec!(output.into_tvalue()))
     }
 }
 
@@ -176,17 +172,7 @@ mod tests {
             output_shape: tvec![cout, out_h, out_w],
         };
         let depthwise = FastDepthwise {
-            geometry: Geometry {
-                channels: cout,
-                kernel: 3,
-                stride: 1,
-                in_h: out_h,
-                in_w: out_w,
-                pad_top: 1,
-                pad_left: 1,
-                out_h,
-                out_w,
-            },
+            geometry: Geometry::padded(cout, (3, 1), (out_h, out_w), (1, 1, 1, 1)),
             weights: Arc::new(Tensor::from_shape(&[cout, 3, 3], &values(cout * 9, 3)).unwrap()),
             bias: Arc::new(Tensor::from_shape(&[cout], &values(cout, 4)).unwrap()),
             clamp: Some(((-1f32).to_bits(), 1f32.to_bits())),

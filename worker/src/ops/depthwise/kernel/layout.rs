@@ -177,19 +177,13 @@ mod tests {
             (5, 2, 11, 14, 2, 3),
             (5, 2, 6, 6, 5, 5),
         ] {
-            let out_h = (in_h + 2 * pad_top - kernel) / stride + 1;
-            let out_w = (in_w + 2 * pad_left - kernel) / stride + 1;
-            let geo = Geometry {
-                channels: 1,
-                kernel,
-                stride,
-                in_h,
-                in_w,
-                pad_top,
-                pad_left,
-                out_h,
-                out_w,
-            };
+            let geo = Geometry::padded(
+                1,
+                (kernel, stride),
+                (in_h, in_w),
+                (pad_top, pad_left, pad_top, pad_left),
+            );
+            let (out_h, out_w) = (geo.out_h, geo.out_w);
             let layout = Layout::new(&geo, 16);
             let input: Vec<f32> = (1..=in_h * in_w).map(|v| v as f32).collect();
             let mut scratch = vec![0.0; layout.scratch_len];

@@ -202,17 +202,12 @@ mod tests {
             (3, 5, 2, (1, 1), (2, 2, 2, 2)),
             (16, 3, 1, (4, 5), (4, 3, 3, 4)),
         ] {
-            let geo = Geometry {
+            let geo = Geometry::padded(
                 channels,
-                kernel,
-                stride,
-                in_h,
-                in_w,
-                pad_top: top,
-                pad_left: left,
-                out_h: (in_h + top + bottom - kernel) / stride + 1,
-                out_w: (in_w + left + right - kernel) / stride + 1,
-            };
+                (kernel, stride),
+                (in_h, in_w),
+                (top, left, bottom, right),
+            );
             let input = values(geo.input_len(), 1);
             let weights = values(channels * kernel * kernel, 2);
             let bias = values(channels, 3);
