@@ -131,7 +131,7 @@ struct Tiles<'a> {
 
 impl Tiles<'_> {
     /// The panel's `V` registers of output columns `0..columns`, those in
-    /// `inner` eight at a time.
+    /// `inner` [`PIXELS`] at a time.
     ///
     /// # Safety
     /// As for `fill_row`.

@@ -1,5 +1,6 @@
 //! [`FastExpandDepthwise`]: [`FastPointwise`] then [`FastDepthwise`],
-//! chunk of output channels by chunk.
+//! row by row with channels in lanes where the CPU has AVX-512
+//! ([`Route::Streamed`]), else chunk of output channels by chunk.
 
 use std::sync::Arc;
 
