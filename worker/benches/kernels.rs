@@ -132,15 +132,11 @@ fn expand_table() {
         .into_iter()
         .filter(|route| route.is_available())
         .collect();
-    println!();
-    print!(
+    let leading = format!(
         "{:>5} {:>5} {:>4} {:>2} {:>2}",
         "cin", "cout", "side", "k", "s"
     );
-    for route in &routes {
-        print!(" {:>14}", format!("{route:?} us"));
-    }
-    println!();
+    print_header(&leading, &routes, 14);
     let relu6 = Some((0f32.to_bits(), 6f32.to_bits()));
     for &(cin, cout, side, kernel, stride, before, after) in EXPAND_SHAPES {
         let pixels = side * side;
@@ -194,15 +190,11 @@ fn depthwise_table() {
         .into_iter()
         .filter(|path| path.is_available())
         .collect();
-    println!();
-    print!(
+    let leading = format!(
         "{:>5} {:>2} {:>2} {:>4}  {:<12}",
         "ch", "k", "s", "side", "layer"
     );
-    for path in &paths {
-        print!(" {:>20}", format!("{path:?} us"));
-    }
-    println!();
+    print_header(&leading, &paths, 20);
     for &(channels, kernel, stride, side, before, after, what) in DEPTHWISE_SHAPES {
         let out = (side + before + after - kernel) / stride + 1;
         let geo = Geometry {
@@ -239,6 +231,17 @@ fn depthwise_table() {
         }
         println!();
     }
+}
+
+/// A table's header after a blank line: the `leading` columns, then one
+/// "`variant` us" column `width` wide per kernel variant timed.
+fn print_header<T: std::fmt::Debug>(leading: &str, variants: &[T], width: usize) {
+    println!();
+    print!("{leading}");
+    for variant in variants {
+        print!(" {:>width$}", format!("{variant:?} us"));
+    }
+    println!();
 }
 
 /// Median seconds per call of `call`, repeated for [`SPAN`] per repetition.
