@@ -145,16 +145,26 @@ pub(super) fn tap_registers<const TAPS: usize>(filters: &[f32], channels: usize)
     let mut taps = [_mm512_setzero_ps(); TAPS];
     for first_tap in (0..TAPS).step_by(LANES) {
         let count = (TAPS - first_tap).min(LANES);
-        let mut rows = [_mm512_setzero_ps(); LANES];
-        for (c, row) in rows.iter_mut().enumerate().take(channels) {
-            let src = &filters[c * TAPS + first_tap..][..count];
-            // SAFETY: the mask selects only the `count` floats of `src`.
-            *row = unsafe { _mm512_maskz_loadu_ps(first_lanes(count), src.as_ptr()) };
-        }
-        transpose(&mut rows);
+        let rows = transposed(&filters[first_tap..], TAPS, channels, count);
         taps[first_tap..first_tap + count].copy_from_slice(&rows[..count]);
     }
     taps
+}
+
+/// `lines` runs of `count` floats (at most 16 each), `stride` apart from
+/// the start of `src`, transposed: register `i` holds element `i` of every
+/// run, lane `l` run `l`'s, zero past `lines`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transposed(src: &[f32], stride: usize, lines: usize, count: usize) -> [__m512; LANES] {
+    let mut rows = [_mm512_setzero_ps(); LANES];
+    for (line, row) in rows.iter_mut().enumerate().take(lines) {
+        let run = &src[line * stride..][..count];
+        // SAFETY: the mask selects only the `count` floats of `run`.
+        *row = unsafe { _mm512_maskz_loadu_ps(first_lanes(count), run.as_ptr()) };
+    }
+    transpose(&mut rows);
+    rows
 }
 
 /// Output pixels `x..x + N` of one row: `window` is the `K` padded input
@@ -194,13 +204,7 @@ fn transpose_in(planes: &[f32], channels: usize, targets: &[Option<usize>], padd
     let plane = targets.len();
     for start in (0..plane).step_by(LANES) {
         let pixels = (plane - start).min(LANES);
-        let mut rows = [_mm512_setzero_ps(); LANES];
-        for (c, row) in rows.iter_mut().enumerate().take(channels) {
-            let src = &planes[c * plane + start..][..pixels];
-            // SAFETY: the mask selects only the `pixels` floats of `src`.
-            *row = unsafe { _mm512_maskz_loadu_ps(first_lanes(pixels), src.as_ptr()) };
-        }
-        transpose(&mut rows);
+        let rows = transposed(&planes[start..], plane, channels, pixels);
         for (row, target) in rows.iter().zip(&targets[start..start + pixels]) {
             if let Some(target) = *target {
                 padded[target] = *row;
