@@ -102,10 +102,10 @@ mod tests {
     use std::borrow::Cow;
 
     use gif::{Encoder, Frame};
-    use image::{DynamicImage, ImageFormat, ImageReader};
+    use image::ImageFormat;
 
     use super::*;
-    use crate::test_support::xorshift;
+    use crate::test_support::{general_decode, xorshift};
 
     /// A `width` x `height` GIF of one frame (at `left`, `top`, of the given
     /// size) with indices from a gradient and noise, some past `colours`.
@@ -145,15 +145,6 @@ mod tests {
         bytes
     }
 
-    fn general(bytes: &[u8]) -> RgbImage {
-        let decoder = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Gif)
-            .into_decoder()
-            .expect("decoder");
-        DynamicImage::from_decoder(decoder)
-            .expect("decodes")
-            .into_rgb8()
-    }
-
     #[test]
     fn matches_the_general_decoder() {
         for (screen, frame) in [
@@ -172,7 +163,7 @@ mod tests {
                             panic!("{screen:?} {frame:?} {colours} {interlaced} taken")
                         });
                         assert!(
-                            got == general(&bytes),
+                            got == general_decode(&bytes, ImageFormat::Gif),
                             "{screen:?} frame {frame:?} colours {colours} interlaced \
                              {interlaced} transparent {transparent:?}: pixels differ"
                         );

@@ -1,4 +1,4 @@
-//! Helpers the kernel and patch tests share.
+//! Helpers the kernel, patch and decoder tests share.
 
 use std::path::Path;
 
@@ -22,6 +22,17 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
         .take(n)
         .map(|x| (x as f32 / u32::MAX as f32) * 2.0 - 1.0)
         .collect()
+}
+
+/// What the image crate's general decoder makes of `bytes` (a `format`
+/// file), as 8-bit RGB: the reference our own decoding paths must match.
+pub fn general_decode(bytes: &[u8], format: image::ImageFormat) -> image::RgbImage {
+    let decoder = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_decoder()
+        .expect("decoder");
+    image::DynamicImage::from_decoder(decoder)
+        .expect("decodes")
+        .into_rgb8()
 }
 
 /// The shipped model, decluttered for batch 1: what the patches rewrite.

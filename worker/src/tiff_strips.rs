@@ -178,11 +178,11 @@ fn layout(bytes: &[u8]) -> Option<Layout> {
 
 #[cfg(test)]
 mod tests {
-    use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+    use image::{ImageDecoder, ImageFormat, ImageReader};
     use tiff::encoder::{colortype, Compression, Predictor, TiffEncoder};
 
     use super::*;
-    use crate::test_support::xorshift;
+    use crate::test_support::{general_decode, xorshift};
 
     /// Pixels with gradients (which the predictor shrinks) and noise.
     fn pixels(len: usize, seed: u32) -> Vec<u8> {
@@ -222,16 +222,6 @@ mod tests {
         file.into_inner()
     }
 
-    /// What the general decoder makes of the same file.
-    fn general(bytes: &[u8]) -> RgbImage {
-        let decoder = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Tiff)
-            .into_decoder()
-            .expect("decoder");
-        DynamicImage::from_decoder(decoder)
-            .expect("decodes")
-            .into_rgb8()
-    }
-
     fn dimensions(bytes: &[u8]) -> (u32, u32) {
         ImageReader::with_format(Cursor::new(bytes), ImageFormat::Tiff)
             .into_decoder()
@@ -252,7 +242,7 @@ mod tests {
                     let got = decode(bytes, width, height)
                         .unwrap_or_else(|| panic!("{kind} {width}x{height} {predictor:?} taken"));
                     assert!(
-                        got == general(bytes),
+                        got == general_decode(bytes, ImageFormat::Tiff),
                         "{kind} {width}x{height} rows {rows} {predictor:?}: pixels differ"
                     );
                 }
