@@ -140,7 +140,13 @@ fn expand_table() {
     let relu6 = Some((0f32.to_bits(), 6f32.to_bits()));
     for &(cin, cout, side, kernel, stride, before, after) in EXPAND_SHAPES {
         let pixels = side * side;
-        let out = (side + before + after - kernel) / stride + 1;
+        let geometry = Geometry::padded(
+            cout,
+            (kernel, stride),
+            (side, side),
+            (before, before, after, after),
+        );
+        let out = geometry.out_h;
         let weights: Vec<f32> = (0..cin * cout).map(|i| pseudo_random(i) * 0.1).collect();
         let bias: Vec<f32> = (0..cout).map(pseudo_random).collect();
         let expand = FastPointwise {
@@ -154,17 +160,7 @@ fn expand_table() {
             .map(|i| pseudo_random(i + 3))
             .collect();
         let depthwise = FastDepthwise {
-            geometry: Geometry {
-                channels: cout,
-                kernel,
-                stride,
-                in_h: side,
-                in_w: side,
-                pad_top: before,
-                pad_left: before,
-                out_h: out,
-                out_w: out,
-            },
+            geometry,
             weights: Arc::new(
                 Tensor::from_shape(&[cout, kernel, kernel], &filters).expect("shape"),
             ),
@@ -196,18 +192,12 @@ fn depthwise_table() {
     );
     print_header(&leading, &paths, 20);
     for &(channels, kernel, stride, side, before, after, what) in DEPTHWISE_SHAPES {
-        let out = (side + before + after - kernel) / stride + 1;
-        let geo = Geometry {
+        let geo = Geometry::padded(
             channels,
-            kernel,
-            stride,
-            in_h: side,
-            in_w: side,
-            pad_top: before,
-            pad_left: before,
-            out_h: out,
-            out_w: out,
-        };
+            (kernel, stride),
+            (side, side),
+            (before, before, after, after),
+        );
         let input: Vec<f32> = (0..geo.input_len()).map(pseudo_random).collect();
         let weights: Vec<f32> = (0..channels * kernel * kernel)
             .map(|i| pseudo_random(i + 3))

@@ -46,8 +46,7 @@ impl Geometry {
     }
 
     /// The geometry with explicit padding on every side (top, left,
-    /// bottom, right): the tests' way of writing shapes.
-    #[cfg(test)]
+    /// bottom, right): how the tests and the kernels bench write shapes.
     pub fn padded(
         channels: usize,
         (kernel, stride): (usize, usize),
