@@ -13,6 +13,7 @@ use crate::error::{ClassifyError, ModelError};
 use crate::manifest::ModelManifest;
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::expand::op::FastExpandDepthwise;
+use crate::ops::project::op::{FastProjected, Streamed};
 use crate::ops::stem::op::FastStemConv;
 use crate::ops::stem_depthwise::op::FastStemDepthwise;
 use crate::preprocess::preprocess;
@@ -196,26 +197,45 @@ impl Classifier {
 
     /// How many depthwise convolutions of the plan run on
     /// [`crate::ops::depthwise`]'s kernels, alone or fused with their
-    /// expansion or the stem.
+    /// expansion or the stem (and maybe their projection).
     pub fn fast_depthwise_nodes(&self) -> usize {
         self.count_nodes(|node| {
             node.op_is::<FastDepthwise>()
                 || node.op_is::<FastExpandDepthwise>()
                 || node.op_is::<FastStemDepthwise>()
+                || node.op_is::<FastProjected>()
         })
     }
 
     /// How many expansions run fused with their depthwise convolution
-    /// ([`crate::ops::expand`]).
+    /// ([`crate::ops::expand`]), and maybe their projection.
     pub fn fused_expansion_nodes(&self) -> usize {
-        self.count_nodes(|node| node.op_is::<FastExpandDepthwise>())
+        self.count_nodes(|node| {
+            node.op_is::<FastExpandDepthwise>()
+                || node
+                    .op_as::<FastProjected>()
+                    .is_some_and(|op| matches!(op.source, Streamed::Expand(_)))
+        })
     }
 
     /// How many stem convolutions of the plan run on our kernels
     /// ([`crate::ops::stem`]), alone or fused with their depthwise
-    /// convolution ([`crate::ops::stem_depthwise`]).
+    /// convolution ([`crate::ops::stem_depthwise`]) and maybe its
+    /// projection.
     pub fn fast_stem_nodes(&self) -> usize {
-        self.count_nodes(|node| node.op_is::<FastStemConv>() || node.op_is::<FastStemDepthwise>())
+        self.count_nodes(|node| {
+            node.op_is::<FastStemConv>()
+                || node.op_is::<FastStemDepthwise>()
+                || node
+                    .op_as::<FastProjected>()
+                    .is_some_and(|op| matches!(op.source, Streamed::Stem(_)))
+        })
+    }
+
+    /// How many projections take their depthwise convolution's rows as
+    /// they are computed ([`crate::ops::project`]).
+    pub fn fused_projection_nodes(&self) -> usize {
+        self.count_nodes(|node| node.op_is::<FastProjected>())
     }
 
     fn count_nodes(&self, wanted: impl Fn(&TypedNode) -> bool) -> usize {

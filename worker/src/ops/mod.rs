@@ -9,6 +9,9 @@ pub mod depthwise;
 mod eval;
 pub mod expand;
 pub mod pointwise;
+pub mod project;
+#[cfg(target_arch = "x86_64")]
+mod project_rows;
 mod rewrite;
 mod scratch;
 pub mod stem;
@@ -31,7 +34,8 @@ pub struct Patch {
 /// matters: the expansion fusion works on the ops the depthwise and
 /// pointwise patches leave, the stem goes after them so the only
 /// convolutions left to it are the regular ones, and the stem's fusion with
-/// its depthwise convolution comes last.
+/// its depthwise convolution comes after them; the projections last, as
+/// they fuse with what those two made.
 pub const PATCHES: &[Patch] = &[
     Patch {
         name: "depthwise",
@@ -58,6 +62,11 @@ pub const PATCHES: &[Patch] = &[
         counts: "stems streamed into their depthwise convolution",
         apply: stem_depthwise::use_fast_stem_depthwise,
     },
+    Patch {
+        name: "project",
+        counts: "projections fused with the streamed block before them",
+        apply: project::use_fast_projected,
+    },
 ];
 
 /// Applies every patch of [`PATCHES`] in order to a decluttered model (before
@@ -79,9 +88,10 @@ mod tests {
     #[test]
     fn every_patch_finds_its_nodes_of_efficientnet_lite0_in_order() {
         // Where the streamed route runs (AVX-512F), more expansions are
-        // fused and the stem is too.
+        // fused and the stem is too, and then all but one of those (the
+        // one whose projection is on 7x7) with their projections.
         let streams = expand::op::Route::Streamed.is_available();
-        let (expansions, stems) = if streams { (11, 1) } else { (3, 0) };
+        let (expansions, stems, projections) = if streams { (11, 1, 11) } else { (3, 0, 0) };
         let mut model = efficientnet();
         let counts: Vec<(&str, usize)> = PATCHES
             .iter()
@@ -94,7 +104,8 @@ mod tests {
                 ("pointwise", 32),
                 ("expand", expansions),
                 ("stem", 1),
-                ("stem_depthwise", stems)
+                ("stem_depthwise", stems),
+                ("project", projections)
             ]
         );
     }

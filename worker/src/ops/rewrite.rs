@@ -150,8 +150,9 @@ pub fn sole_consumer(model: &TypedModel, id: usize) -> TractResult<Option<&Typed
 }
 
 /// Fuses, until none is left, every node running an `A` whose only reader
-/// runs a `B`, when `fuse` makes one op of the pair: the fused node takes
-/// the first node's inputs and stands for the reader's output. Returns how
+/// runs a `B` taking it as its first input, when `fuse` makes one op of the
+/// pair: the fused node takes the first node's inputs, then the reader's
+/// others (a residual), and stands for the reader's output. Returns how
 /// many pairs were fused.
 pub fn fuse_with_reader<A: Op, B: Op, O: TypedOp>(
     model: &mut TypedModel,
@@ -167,11 +168,21 @@ pub fn fuse_with_reader<A: Op, B: Op, O: TypedOp>(
             let Some(reader) = sole_consumer(model, id)? else {
                 continue;
             };
+            let output = OutletId::new(id, 0);
+            if reader.inputs.first() != Some(&output) || reader.inputs[1..].contains(&output) {
+                continue;
+            }
             let Some(op) = reader.op_as::<B>().and_then(|second| fuse(first, second)) else {
                 continue;
             };
             let mut patch = TypedModelPatch::default();
-            let taps = patch.taps(model, &node.inputs)?;
+            let inputs: TVec<OutletId> = node
+                .inputs
+                .iter()
+                .chain(&reader.inputs[1..])
+                .copied()
+                .collect();
+            let taps = patch.taps(model, &inputs)?;
             let wire = patch.wire_node(&reader.name, op, &taps)?[0];
             patch.shunt_outside(model, OutletId::new(reader.id, 0), wire)?;
             patch.obliterate(id)?;

@@ -24,6 +24,10 @@ fn fast_kernels_match_plain_tract_on_every_sample() {
     // ... and one regular convolution, the stem.
     assert_eq!(fast.fast_stem_nodes(), 1);
     assert_eq!(plain.fast_stem_nodes(), 0);
+    // On AVX-512, the stem's block and the ten whose projections are on
+    // 14x14 planes or larger stream into their projections too.
+    assert_eq!(fast.fused_projection_nodes(), if streams { 11 } else { 0 });
+    assert_eq!(plain.fused_projection_nodes(), 0);
 
     let samples = repo_root().join("tests/samples");
     let mut checked = 0;

@@ -67,7 +67,7 @@ impl FastExpandDepthwise {
         })
     }
 
-    fn input_channels(&self) -> usize {
+    pub(crate) fn input_channels(&self) -> usize {
         self.chunks[0].input_channels()
     }
 }
@@ -183,15 +183,31 @@ impl FastExpandDepthwise {
 impl FastExpandDepthwise {
     /// The expansion streamed into the depthwise convolution row by row.
     #[cfg(target_arch = "x86_64")]
-    fn run_streamed(
-        &self,
-        input: &[f32],
-        (dw_weights, dw_bias): (&[f32], &[f32]),
-        output: &mut [f32],
-    ) {
-        let dw = &self.depthwise;
-        let g = &dw.geometry;
-        let rows = crate::ops::conv_rows::ConvRows {
+    fn run_streamed(&self, input: &[f32], (weights, bias): (&[f32], &[f32]), output: &mut [f32]) {
+        use crate::ops::depthwise::kernel::row_stream::{depthwise_rows, Filters};
+        let filters = Filters {
+            weights,
+            bias,
+            clamp: self.depthwise.clamp_bounds(),
+        };
+        depthwise_rows(
+            &self.depthwise.geometry,
+            &self.rows(input),
+            &filters,
+            output,
+        );
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_streamed(&self, _: &[f32], _: (&[f32], &[f32]), _: &mut [f32]) {
+        panic!("the streamed route needs x86-64")
+    }
+
+    /// The expansion of `input` as rows for the depthwise convolution.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn rows<'a>(&'a self, input: &'a [f32]) -> crate::ops::conv_rows::ConvRows<'a> {
+        let g = &self.depthwise.geometry;
+        crate::ops::conv_rows::ConvRows {
             geometry: crate::ops::stem::im2col::Geometry {
                 input_channels: self.input_channels(),
                 kernel_h: 1,
@@ -209,20 +225,7 @@ impl FastExpandDepthwise {
             input,
             panels: &self.lanes,
             clamp: clamp_from_bits(self.expand_clamp).unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
-        };
-        crate::ops::depthwise::kernel::row_stream::depthwise_rows(
-            &dw.geometry,
-            &rows,
-            dw_weights,
-            dw_bias,
-            dw.clamp_bounds(),
-            output,
-        );
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn run_streamed(&self, _: &[f32], _: (&[f32], &[f32]), _: &mut [f32]) {
-        panic!("the streamed route needs x86-64")
+        }
     }
 
     /// Expands `input` one chunk of channels at a time into `expanded` and
@@ -293,15 +296,17 @@ impl TypedOp for FastExpandDepthwise {
     as_op!();
 }
 
+/// Fused ops from seeded weights, for the tests of this op and of those
+/// built on it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::test_support::values;
 
     /// An expansion of `cin` to `cout` channels on `h x w` planes fused with
     /// a depthwise convolution (`kernel`, `stride`, padding top, left,
     /// bottom, right), both clamped, from seeded weights.
-    fn fused(
+    pub fn fused(
         (cin, cout): (usize, usize),
         (h, w): (usize, usize),
         (kernel, stride): (usize, usize),
@@ -333,6 +338,13 @@ mod tests {
         };
         FastExpandDepthwise::new(&expand, &depthwise).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::fused;
+    use super::*;
+    use crate::test_support::values;
 
     /// Both routes sum in the same order: streaming changes where values
     /// live, not one bit of them. The shapes cover EfficientNet's first

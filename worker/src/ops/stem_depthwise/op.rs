@@ -39,8 +39,7 @@ impl FastStemDepthwise {
     /// Computes the op's output from `input` (the stem's input).
     #[cfg(target_arch = "x86_64")]
     pub fn run(&self, input: &[f32], output: &mut [f32]) -> TractResult<()> {
-        use crate::ops::conv_rows::ConvRows;
-        use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows};
+        use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows, Filters};
 
         ensure!(available(), "FastStemDepthwise needs AVX-512F");
         let dw = &self.depthwise;
@@ -49,27 +48,31 @@ impl FastStemDepthwise {
                 && output.len() == dw.geometry.output_len(),
             "FastStemDepthwise: shapes do not match the op"
         );
-        let rows = ConvRows {
+        let weights_view = dw.weights.try_as_plain_ram()?;
+        let bias_view = dw.bias.try_as_plain_ram()?;
+        let filters = Filters {
+            weights: weights_view.as_slice::<f32>()?,
+            bias: bias_view.as_slice::<f32>()?,
+            clamp: dw.clamp_bounds(),
+        };
+        depthwise_rows(&dw.geometry, &self.rows(input), &filters, output);
+        Ok(())
+    }
+
+    /// The stem's convolution of `input` as rows for the depthwise
+    /// convolution.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn rows<'a>(&'a self, input: &'a [f32]) -> crate::ops::conv_rows::ConvRows<'a> {
+        crate::ops::conv_rows::ConvRows {
             geometry: self.stem.geometry,
-            output_channels: dw.geometry.channels,
+            output_channels: self.depthwise.geometry.channels,
             input,
             panels: &self.lanes,
             clamp: self
                 .stem
                 .clamp_bounds()
                 .unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
-        };
-        let weights_view = dw.weights.try_as_plain_ram()?;
-        let bias_view = dw.bias.try_as_plain_ram()?;
-        depthwise_rows(
-            &dw.geometry,
-            &rows,
-            weights_view.as_slice::<f32>()?,
-            bias_view.as_slice::<f32>()?,
-            dw.clamp_bounds(),
-            output,
-        );
-        Ok(())
+        }
     }
 
     #[cfg(not(target_arch = "x86_64"))]

@@ -217,7 +217,7 @@ fn transpose_in(planes: &[f32], channels: usize, targets: &[Option<usize>], padd
 /// per output pixel) into that many NCHW planes of `output`, each `plane`
 /// floats long, from pixel `at` of each plane on (a whole plane, or a row).
 #[target_feature(enable = "avx512f")]
-pub(super) fn transpose_out(
+pub(crate) fn transpose_out(
     outputs: &[__m512],
     channels: usize,
     output: &mut [f32],

@@ -13,7 +13,9 @@
 
 use std::arch::x86_64::*;
 
-use super::channel_lanes::{first_lanes, output_row, tap_registers, transpose_out, Clamp, LANES};
+/// Writes rows of pixels with channels in the lanes into NCHW planes.
+pub(crate) use super::channel_lanes::transpose_out;
+use super::channel_lanes::{first_lanes, output_row, tap_registers, Clamp, LANES};
 use super::Geometry;
 
 /// Produces the input of a depthwise convolution one row at a time, in
@@ -31,6 +33,39 @@ pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
+/// Takes the depthwise convolution's output one row at a time.
+pub trait RowSink {
+    /// Output row `y`: pixel `x` of channels `16 b..16 b + 16` is
+    /// `row[b * width + x]`, `width` the output width. Lanes past the last
+    /// channel hold junk.
+    fn take(&mut self, y: usize, row: &[__m512], width: usize);
+}
+
+/// The output as NCHW planes (`[channels][out_h * out_w]`).
+struct Planes<'a> {
+    output: &'a mut [f32],
+    channels: usize,
+    plane: usize,
+}
+
+impl RowSink for Planes<'_> {
+    fn take(&mut self, y: usize, row: &[__m512], width: usize) {
+        for (b, pixels) in row.chunks_exact(width).enumerate() {
+            let channels = block_channels(self.channels, b);
+            // SAFETY: rows come only from `rows`, which runs once
+            // `depthwise_rows_into` has asserted AVX-512F.
+            unsafe {
+                transpose_out(
+                    pixels,
+                    channels,
+                    &mut self.output[b * LANES * self.plane..][..channels * self.plane],
+                    (self.plane, y * width),
+                )
+            };
+        }
+    }
+}
+
 /// `output[c] = clamp(bias[c] + conv(input[c], weights[c]))` for every
 /// channel (as [`super::depthwise`]), the input rows coming from `source`.
 /// Sums in the same order as the channels-in-lanes path.
@@ -40,39 +75,52 @@ pub fn available() -> bool {
 pub fn depthwise_rows(
     geo: &Geometry,
     source: &impl LaneRows,
-    weights: &[f32],
-    bias: &[f32],
-    clamp: Option<(f32, f32)>,
+    filters: &Filters,
     output: &mut [f32],
+) {
+    assert_eq!(output.len(), geo.output_len());
+    let mut planes = Planes {
+        output,
+        channels: geo.channels,
+        plane: geo.out_h * geo.out_w,
+    };
+    depthwise_rows_into(geo, source, filters, &mut planes);
+}
+
+/// [`depthwise_rows`], each output row handed to `sink` (in order, every
+/// row once) instead of written into planes.
+pub fn depthwise_rows_into(
+    geo: &Geometry,
+    source: &impl LaneRows,
+    filters: &Filters,
+    sink: &mut impl RowSink,
 ) {
     assert!(available(), "AVX-512F path on a CPU without it");
     assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
-    assert_eq!(output.len(), geo.output_len());
-    assert_eq!(weights.len(), geo.channels * geo.kernel * geo.kernel);
-    assert_eq!(bias.len(), geo.channels);
-    let clamp = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    let filters = Filters {
-        weights,
-        bias,
-        clamp,
-    };
+    assert_eq!(
+        filters.weights.len(),
+        geo.channels * geo.kernel * geo.kernel
+    );
+    assert_eq!(filters.bias.len(), geo.channels);
     // SAFETY: the CPU supports AVX-512F (asserted above), the only feature
     // these functions are compiled for.
     unsafe {
         match (geo.kernel, geo.stride) {
-            (3, 1) => rows::<3, 1, 9>(geo, source, &filters, output),
-            (3, 2) => rows::<3, 2, 9>(geo, source, &filters, output),
-            (5, 1) => rows::<5, 1, 25>(geo, source, &filters, output),
-            (5, 2) => rows::<5, 2, 25>(geo, source, &filters, output),
+            (3, 1) => rows::<3, 1, 9>(geo, source, filters, sink),
+            (3, 2) => rows::<3, 2, 9>(geo, source, filters, sink),
+            (5, 1) => rows::<5, 1, 25>(geo, source, filters, sink),
+            (5, 2) => rows::<5, 2, 25>(geo, source, filters, sink),
             _ => unreachable!("checked by is_supported"),
         }
     }
 }
 
-struct Filters<'a> {
-    weights: &'a [f32],
-    bias: &'a [f32],
-    clamp: (f32, f32),
+/// The depthwise convolution's weights (`[channels][k * k]`), bias and
+/// clamp.
+pub struct Filters<'a> {
+    pub weights: &'a [f32],
+    pub bias: &'a [f32],
+    pub clamp: Option<(f32, f32)>,
 }
 
 #[target_feature(enable = "avx512f")]
@@ -80,7 +128,7 @@ fn rows<const K: usize, const S: usize, const TAPS: usize>(
     geo: &Geometry,
     source: &impl LaneRows,
     filters: &Filters,
-    output: &mut [f32],
+    sink: &mut impl RowSink,
 ) {
     let blocks = geo.channels.div_ceil(LANES);
     // Padded columns up to the last window's far edge; the input columns
@@ -110,12 +158,12 @@ fn rows<const K: usize, const S: usize, const TAPS: usize>(
             unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) }
         })
         .collect();
+    let (lo, hi) = filters.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let clamp = Clamp {
-        lo: _mm512_set1_ps(filters.clamp.0),
-        hi: _mm512_set1_ps(filters.clamp.1),
+        lo: _mm512_set1_ps(lo),
+        hi: _mm512_set1_ps(hi),
     };
-    let plane_out = geo.out_h * geo.out_w;
-    let mut out_row = vec![_mm512_setzero_ps(); geo.out_w];
+    let mut out_row = vec![_mm512_setzero_ps(); blocks * geo.out_w];
     let mut produced = 0;
     for y in 0..geo.out_h {
         while produced < y * S + K {
@@ -132,15 +180,10 @@ fn rows<const K: usize, const S: usize, const TAPS: usize>(
                 let slot = (y * S + ky) % K;
                 &ring[slot * stride + b * width..][..width]
             });
-            output_row::<K, S, TAPS>(&window, taps, bias, clamp, &mut out_row);
-            let channels = block_channels(geo.channels, b);
-            transpose_out(
-                &out_row,
-                channels,
-                &mut output[b * LANES * plane_out..][..channels * plane_out],
-                (plane_out, y * geo.out_w),
-            );
+            let pixels = &mut out_row[b * geo.out_w..][..geo.out_w];
+            output_row::<K, S, TAPS>(&window, taps, bias, clamp, pixels);
         }
+        sink.take(y, &out_row, geo.out_w);
     }
 }
 
@@ -215,7 +258,12 @@ mod tests {
             let want = depthwise_reference(&geo, &input, &weights, &bias, clamp);
             let mut got = vec![f32::NAN; geo.output_len()];
             let source = Planes { input: &input, geo };
-            depthwise_rows(&geo, &source, &weights, &bias, clamp, &mut got);
+            let filters = Filters {
+                weights: &weights,
+                bias: &bias,
+                clamp,
+            };
+            depthwise_rows(&geo, &source, &filters, &mut got);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!((g - w).abs() <= 1e-4, "{geo:?} at {i}: {g} vs {w}");
             }

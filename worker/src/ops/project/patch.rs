@@ -1,0 +1,82 @@
+//! Rewrites a model whose expansions and stem already stream into their
+//! depthwise convolutions ([`FastExpandDepthwise`], [`FastStemDepthwise`])
+//! so each also streams into the projection reading it, as one
+//! [`FastProjected`].
+
+use tract_onnx::prelude::*;
+
+use super::op::{FastProjected, Streamed};
+use crate::ops::expand::op::{FastExpandDepthwise, Route};
+use crate::ops::pointwise::op::FastPointwise;
+use crate::ops::rewrite::fuse_with_reader;
+use crate::ops::stem_depthwise::op::FastStemDepthwise;
+
+/// Projections of planes at least this large are fused: below, every row
+/// streams all the projection's weights again (see docs/performance.md).
+const PROJECT_FROM_PIXELS: usize = 14 * 14;
+
+/// Fuses every [`FastPointwise`] reading (as its first input) the only
+/// output of a [`FastExpandDepthwise`] or [`FastStemDepthwise`], where the
+/// streamed route runs and the plane is large enough (above). Returns how
+/// many. Call it after [`crate::ops::expand::use_fast_expand_depthwise`]
+/// and [`crate::ops::stem_depthwise::use_fast_stem_depthwise`].
+pub fn use_fast_projected(model: &mut TypedModel) -> TractResult<usize> {
+    if !Route::Streamed.is_available() {
+        return Ok(0);
+    }
+    let worth_it = |projection: &FastPointwise| projection.pixels >= PROJECT_FROM_PIXELS;
+    let expansions = fuse_with_reader(
+        model,
+        |expand: &FastExpandDepthwise, projection: &FastPointwise| {
+            worth_it(projection)
+                .then(|| FastProjected::new(Streamed::Expand(expand.clone()), projection).ok())
+                .flatten()
+        },
+    )?;
+    let stems = fuse_with_reader(
+        model,
+        |stem: &FastStemDepthwise, projection: &FastPointwise| {
+            worth_it(projection)
+                .then(|| FastProjected::new(Streamed::Stem(stem.clone()), projection).ok())
+                .flatten()
+        },
+    )?;
+    Ok(expansions + stems)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::{apply_patches, PATCHES};
+    use crate::test_support::{assert_patch_keeps_logits, efficientnet, patched_logits};
+
+    /// Every patch but this one.
+    fn without_projections(
+        model: &mut tract_onnx::prelude::TypedModel,
+    ) -> tract_onnx::prelude::TractResult<usize> {
+        for patch in PATCHES.iter().filter(|patch| patch.name != "project") {
+            (patch.apply)(model)?;
+        }
+        Ok(PATCHES.len() - 1)
+    }
+
+    /// Same kernels' sums in the same order: fusing the projections
+    /// changes where values live, not a bit of the answer.
+    #[test]
+    fn projected_logits_are_bit_identical_to_unfused() {
+        let unfused = patched_logits(efficientnet(), without_projections);
+        let fused = patched_logits(efficientnet(), |model| {
+            apply_patches(model)?;
+            Ok(PATCHES.len())
+        });
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&unfused));
+    }
+
+    #[test]
+    fn every_patch_with_projections_fused_matches_plain_tract() {
+        assert_patch_keeps_logits(|model| {
+            apply_patches(model)?;
+            Ok(PATCHES.len())
+        });
+    }
+}

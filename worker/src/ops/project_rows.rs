@@ -1,0 +1,154 @@
+//! The 1x1 projection that ends an inverted-residual block as a
+//! [`RowSink`]: it takes each row of the depthwise convolution as that
+//! kernel computes it, still with channels in the lanes, and writes the
+//! projected row into NCHW planes, adding the residual.
+//!
+//! Unfused, every depthwise row was transposed into planes of up to 1.8 MB
+//! (144 x 56 x 56), which the projection then read back: on a 2-vCPU VM
+//! whose L3 is shared with other tenants those planes go out to memory and
+//! back. Here they never exist; only the projection's output (a sixth of
+//! the channels) is transposed.
+//!
+//! Tiles of up to 48 output channels (3 zmm) x 7 pixels, as in
+//! [`conv_rows`](crate::ops::conv_rows): one weight load per register and
+//! seven broadcasts, straight from the lanes, per input channel. The sums
+//! run in the pointwise kernel's order (bias, then input channel by input
+//! channel, clamp, residual last), so every value is the one the unfused
+//! projection writes.
+
+use std::arch::x86_64::*;
+
+use crate::ops::depthwise::kernel::row_stream::{transpose_out, RowSink};
+use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL};
+
+const LANES: usize = 16;
+const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
+/// Pixels per tile: 7 divides every row width of EfficientNet-Lite0.
+const PIXELS: usize = 7;
+
+/// The projection by `panels` (`[cout / 48][cin][48]`) of the rows it
+/// takes, into `output` (`[cout][plane]`), plus `residual` (shaped alike)
+/// when there is one.
+pub struct ProjectRows<'a> {
+    pub panels: &'a ChannelPanels,
+    pub input_channels: usize,
+    pub output_channels: usize,
+    /// Clamp bounds; infinite when there is none.
+    pub clamp: (f32, f32),
+    pub residual: Option<&'a [f32]>,
+    pub output: &'a mut [f32],
+    /// Pixels per output plane.
+    pub plane: usize,
+}
+
+impl RowSink for ProjectRows<'_> {
+    fn take(&mut self, y: usize, row: &[__m512], width: usize) {
+        let (cin, cout) = (self.input_channels, self.output_channels);
+        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        assert!(row.len() >= cin.div_ceil(LANES) * width);
+        assert_eq!(
+            self.panels.panels.len(),
+            cout.div_ceil(CHANNEL_PANEL) * cin * CHANNEL_PANEL
+        );
+        assert_eq!(self.output.len(), cout * self.plane);
+        assert!(self.residual.is_none_or(|r| r.len() == self.output.len()));
+        assert!((y + 1) * width <= self.plane);
+        // SAFETY: AVX-512F is there and the slices fit (asserted above).
+        unsafe { self.project(y, row, width) }
+    }
+}
+
+impl ProjectRows<'_> {
+    /// # Safety
+    /// As checked by `take`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn project(&mut self, y: usize, row: &[__m512], width: usize) {
+        let cout = self.output_channels;
+        let vectors = cout.div_ceil(LANES);
+        // The projected row, output channels in the lanes: `[vector][x]`.
+        let mut projected = vec![_mm512_setzero_ps(); vectors * width];
+        for panel in 0..cout.div_ceil(CHANNEL_PANEL) {
+            let mut x = 0;
+            // SAFETY: tiles stay inside the row (`x + N <= width`).
+            unsafe {
+                while x < width {
+                    let n = if x + PIXELS <= width { PIXELS } else { 1 };
+                    match ((vectors - panel * PANEL_VECTORS).min(PANEL_VECTORS), n) {
+                        (1, PIXELS) => self.tile::<1, PIXELS>(panel, x, row, width, &mut projected),
+                        (2, PIXELS) => self.tile::<2, PIXELS>(panel, x, row, width, &mut projected),
+                        (_, PIXELS) => self.tile::<3, PIXELS>(panel, x, row, width, &mut projected),
+                        (1, _) => self.tile::<1, 1>(panel, x, row, width, &mut projected),
+                        (2, _) => self.tile::<2, 1>(panel, x, row, width, &mut projected),
+                        (_, _) => self.tile::<3, 1>(panel, x, row, width, &mut projected),
+                    }
+                    x += n;
+                }
+            }
+        }
+        let at = y * width;
+        for (v, pixels) in projected.chunks_exact(width).enumerate() {
+            let channels = (cout - v * LANES).min(LANES);
+            transpose_out(
+                pixels,
+                channels,
+                &mut self.output[v * LANES * self.plane..][..channels * self.plane],
+                (self.plane, at),
+            );
+        }
+        if let Some(residual) = self.residual {
+            for c in 0..cout {
+                let range = c * self.plane + at..c * self.plane + at + width;
+                for (out, res) in self.output[range.clone()].iter_mut().zip(&residual[range]) {
+                    *out += res;
+                }
+            }
+        }
+    }
+
+    /// Output pixels `x..x + N` of the panel's `V` registers into
+    /// `projected`.
+    ///
+    /// # Safety
+    /// As for `project`; `x + N <= width`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const V: usize, const N: usize>(
+        &self,
+        panel: usize,
+        x: usize,
+        row: &[__m512],
+        width: usize,
+        projected: &mut [__m512],
+    ) {
+        let cin = self.input_channels;
+        let weights = &self.panels.panels[panel * cin * CHANNEL_PANEL..][..cin * CHANNEL_PANEL];
+        let bias = &self.panels.bias[panel * CHANNEL_PANEL..][..CHANNEL_PANEL];
+        let bias: [__m512; V] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_ps(bias[v * LANES..].as_ptr()) });
+        let mut acc = [bias; N];
+        for ci in 0..cin {
+            let w: [__m512; V] = std::array::from_fn(|v| unsafe {
+                _mm512_loadu_ps(weights[ci * CHANNEL_PANEL + v * LANES..].as_ptr())
+            });
+            // Lane `ci % 16` of pixel `x` in block `ci / 16`.
+            // SAFETY: the row holds every block's `width` pixels (checked
+            // by `take`) and `x + N <= width`.
+            let lane = unsafe {
+                (row.as_ptr().add((ci / LANES) * width + x) as *const f32).add(ci % LANES)
+            };
+            for (n, acc) in acc.iter_mut().enumerate() {
+                let value = _mm512_set1_ps(unsafe { *lane.add(n * LANES) });
+                for (a, w) in acc.iter_mut().zip(&w) {
+                    *a = _mm512_fmadd_ps(*w, value, *a);
+                }
+            }
+        }
+        let (lo, hi) = (_mm512_set1_ps(self.clamp.0), _mm512_set1_ps(self.clamp.1));
+        for (n, acc) in acc.iter().enumerate() {
+            for (v, a) in acc.iter().enumerate() {
+                projected[(panel * PANEL_VECTORS + v) * width + x + n] =
+                    _mm512_min_ps(_mm512_max_ps(*a, lo), hi);
+            }
+        }
+    }
+}
