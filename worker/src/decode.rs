@@ -9,7 +9,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Lim
 use crate::error::ClassifyError;
 use crate::integrity::{check_complete, JpegLayout};
 use crate::jpeg_scaled::{decode_scaled, scale_denominator};
-use crate::{gif_frames, tiff_strips, webp_scaled};
+use crate::{gif_frames, png_rows, tiff_strips, webp_scaled};
 
 /// The formats the service accepts; anything else is refused before decoding.
 pub const SUPPORTED_FORMATS: &[ImageFormat] = &[
@@ -170,12 +170,14 @@ pub fn decode_rgb_within(
         }
     }
     // LZW TIFF strips and GIF frames: our LZW decoder, straight into RGB.
-    let lzw = match format {
+    // 8-bit RGB(A) PNGs: our unfiltering, straight into RGB.
+    let own = match format {
         ImageFormat::Tiff => tiff_strips::decode(bytes, width, height),
         ImageFormat::Gif => gif_frames::decode(bytes, width, height),
+        ImageFormat::Png => png_rows::decode(bytes, width, height),
         _ => None,
     };
-    if let Some(rgb) = lzw {
+    if let Some(rgb) = own {
         return Ok(orient(rgb, orientation));
     }
     let mut decoder_limits = Limits::default();

@@ -11,6 +11,7 @@ pub mod jpeg_scaled;
 pub mod lzw;
 pub mod manifest;
 pub mod ops;
+pub mod png_rows;
 pub mod preprocess;
 #[cfg(test)]
 mod test_support;

@@ -6,7 +6,7 @@ use image::{ImageFormat, RgbImage};
 use imagefleet_worker::decode::{
     decode_rgb_within, DecodeLimits, DEFAULT_MAX_DECODE_BYTES, WORKER_MEMORY_BOUND,
 };
-use imagefleet_worker::{gif_frames, tiff_strips, ClassifyError};
+use imagefleet_worker::{gif_frames, png_rows, tiff_strips, ClassifyError};
 
 use super::{classifier, repo_root};
 
@@ -85,17 +85,19 @@ fn the_first_tenth_of_a_jpeg_gets_undecodable_not_a_label() {
     }
 }
 
-/// Our LZW paths on files from another encoder (Pillow, libtiff) give the
-/// general decoder's pixels, and do take them.
+/// Our LZW and PNG paths on files from another encoder (Pillow, libtiff)
+/// give the general decoder's pixels, and do take them.
 #[test]
-fn lzw_files_from_pillow_decode_like_the_general_decoder() {
+fn files_from_pillow_decode_like_the_general_decoder() {
     for (name, format) in [
         ("lzw.tiff", ImageFormat::Tiff),
         ("plain.gif", ImageFormat::Gif),
+        ("rgba.png", ImageFormat::Png),
     ] {
         let bytes = fixture(name);
         let ours = match format {
             ImageFormat::Tiff => tiff_strips::decode(&bytes, 200, 150),
+            ImageFormat::Png => png_rows::decode(&bytes, 200, 150),
             _ => gif_frames::decode(&bytes, 200, 150),
         }
         .unwrap_or_else(|| panic!("{name} not taken by the LZW path"));
