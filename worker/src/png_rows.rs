@@ -151,7 +151,7 @@ impl Rows {
     /// How many Paeth rows from `y` on (up to [`wavefront::ROWS`], before
     /// `ready`) the wavefront can take.
     fn paeth_run(&self, y: usize, ready: usize) -> usize {
-        if !wavefront::available() || self.bpp != 4 {
+        if !wavefront::available() {
             return 0;
         }
         let stride = self.stride();
@@ -206,12 +206,30 @@ impl Rows {
 /// Undoes one row's `filter` in place, `previous` being the unfiltered row
 /// above (none for the first row, which counts as zeros).
 fn unfilter_row(filter: u8, previous: Option<&[u8]>, row: &mut [u8], bpp: usize) -> Option<()> {
+    match bpp {
+        3 => unfilter_pixels::<3>(filter, previous, row),
+        _ => unfilter_pixels::<4>(filter, previous, row),
+    }
+}
+
+/// [`unfilter_row`] for `BPP`-byte pixels, a pixel at a time so each
+/// pixel's bytes go through in parallel.
+fn unfilter_pixels<const BPP: usize>(
+    filter: u8,
+    previous: Option<&[u8]>,
+    row: &mut [u8],
+) -> Option<()> {
+    let pixels = row.chunks_exact_mut(BPP);
     match (filter, previous) {
         (NONE, _) | (UP, None) => {}
         (SUB, _) | (PAETH, None) => {
             // Paeth over a zero row picks the left neighbour, as Sub does.
-            for i in bpp..row.len() {
-                row[i] = row[i].wrapping_add(row[i - bpp]);
+            let mut left = [0u8; BPP];
+            for pixel in pixels {
+                for (x, a) in pixel.iter_mut().zip(&mut left) {
+                    *x = x.wrapping_add(*a);
+                    *a = *x;
+                }
             }
         }
         (UP, Some(above)) => {
@@ -220,20 +238,23 @@ fn unfilter_row(filter: u8, previous: Option<&[u8]>, row: &mut [u8], bpp: usize)
             }
         }
         (AVERAGE, above) => {
-            let above = |i: usize| above.map_or(0, |a| u16::from(a[i]));
-            for i in 0..row.len() {
-                let left = if i >= bpp { u16::from(row[i - bpp]) } else { 0 };
-                row[i] = row[i].wrapping_add(((left + above(i)) / 2) as u8);
+            let mut left = [0u8; BPP];
+            for (i, pixel) in pixels.enumerate() {
+                for (j, (x, a)) in pixel.iter_mut().zip(&mut left).enumerate() {
+                    let b = above.map_or(0, |above| above[i * BPP + j]);
+                    *x = x.wrapping_add(((u16::from(*a) + u16::from(b)) / 2) as u8);
+                    *a = *x;
+                }
             }
         }
         (PAETH, Some(above)) => {
-            for i in 0..row.len() {
-                let (left, upper_left) = if i >= bpp {
-                    (row[i - bpp], above[i - bpp])
-                } else {
-                    (0, 0)
-                };
-                row[i] = row[i].wrapping_add(paeth(left, above[i], upper_left));
+            let (mut left, mut upper_left) = ([0u8; BPP], [0u8; BPP]);
+            for (pixel, upper) in pixels.zip(above.chunks_exact(BPP)) {
+                for j in 0..BPP {
+                    pixel[j] = pixel[j].wrapping_add(paeth(left[j], upper[j], upper_left[j]));
+                }
+                left.copy_from_slice(pixel);
+                upper_left.copy_from_slice(upper);
             }
         }
         _ => return None,
@@ -260,11 +281,11 @@ fn paeth(a: u8, b: u8, c: u8) -> u8 {
 
 #[cfg(target_arch = "x86_64")]
 mod wavefront {
-    //! Four Paeth rows of four-byte pixels at once, in AVX2: row `k` of
-    //! the four in the `k`-th 64-bit lane (its pixel's four bytes widened
-    //! to 16 bits), a pixel behind row `k - 1`, so the pixel above-left
-    //! and above it were computed by the lane below one and two steps
-    //! earlier.
+    //! Four Paeth rows of three- or four-byte pixels at once, in AVX2: row
+    //! `k` of the four in the `k`-th 64-bit lane (its pixel's bytes
+    //! widened to 16 bits; the fourth junk for RGB, and never stored), a
+    //! pixel behind row `k - 1`, so the pixels above-left and above it
+    //! were computed by the lane below one and two steps earlier.
 
     use std::arch::x86_64::*;
 
@@ -276,33 +297,40 @@ mod wavefront {
 
     /// Unfilters rows `y..y + 4` of `buffer` (rows of `stride` bytes, a
     /// filter byte first), all Paeth, the row above `y` (if any) being
-    /// unfiltered. Panics unless AVX2 is there, `bpp` is 4 and the rows
-    /// exist.
+    /// unfiltered. Panics unless AVX2 is there, `bpp` is 3 or 4 and the
+    /// rows exist.
     pub fn paeth(buffer: &mut [u8], y: usize, stride: usize, bpp: usize) {
-        assert!(available() && bpp == 4 && (stride - 1).is_multiple_of(4));
+        assert!(available() && (stride - 1).is_multiple_of(bpp));
         assert!(buffer.len() >= (y + ROWS) * stride);
         // SAFETY: AVX2 is there and the rows (and the one above) lie in
         // `buffer` (asserted).
-        unsafe { paeth_rows(buffer, y, stride) }
+        unsafe {
+            match bpp {
+                3 => paeth_rows::<3>(buffer, y, stride),
+                4 => paeth_rows::<4>(buffer, y, stride),
+                _ => panic!("no wavefront for {bpp}-byte pixels"),
+            }
+        }
+    }
+
+    /// Pixel at `at` as the low `BPP` bytes of a u32 (the others junk).
+    #[inline]
+    fn load<const BPP: usize>(buffer: &[u8], at: usize) -> u32 {
+        match buffer.get(at..at + 4) {
+            Some(bytes) => u32::from_le_bytes(bytes.try_into().expect("4 bytes")),
+            // The image's very last pixel, with no byte after it.
+            None => {
+                let mut bytes = [0; 4];
+                bytes[..BPP].copy_from_slice(&buffer[at..at + BPP]);
+                u32::from_le_bytes(bytes)
+            }
+        }
     }
 
     #[target_feature(enable = "avx2")]
-    fn paeth_rows(buffer: &mut [u8], y: usize, stride: usize) {
-        let width = (stride - 1) / 4;
-        let base = buffer.as_mut_ptr();
-        // Pixel `x` of the four rows and of the row above, as u32.
-        let pixel = |row: usize, x: usize| -> *mut u8 {
-            // SAFETY: callers keep `x < width`; `row` is one of the rows.
-            unsafe { base.add(row * stride + 1 + x * 4) }
-        };
-        let above = |x: usize| -> u32 {
-            if y == 0 {
-                0
-            } else {
-                // SAFETY: as for `pixel`.
-                unsafe { (pixel(y - 1, x) as *const u32).read_unaligned() }
-            }
-        };
+    fn paeth_rows<const BPP: usize>(buffer: &mut [u8], y: usize, stride: usize) {
+        let width = (stride - 1) / BPP;
+        let at = |row: usize, x: usize| row * stride + 1 + x * BPP;
         let widen = |v: u32| _mm256_cvtepu8_epi16(_mm_cvtsi32_si128(v as i32));
         let low_bytes = _mm256_set1_epi16(0xff);
         // Lane k: what row k computed one step ago (`current`) and two
@@ -313,19 +341,16 @@ mod wavefront {
             // Each row's left neighbour is what it computed last; its upper
             // and upper-left come from the row above (the lane below, one
             // lane up), row 0's from the unfiltered row above the four.
-            let up_one = |v: __m256i| _mm256_permute4x64_epi64::<0b10_01_00_00>(v);
-            let b0 = if t < width { above(t) } else { 0 };
-            let c0 = if t >= 1 && t - 1 < width {
-                above(t - 1)
-            } else {
-                0
+            let above = |x: Option<usize>| match (y.checked_sub(1), x) {
+                (Some(row), Some(x)) if x < width => load::<BPP>(buffer, at(row, x)),
+                _ => 0,
             };
+            let up_one = |v: __m256i| _mm256_permute4x64_epi64::<0b10_01_00_00>(v);
             let a = current;
-            let b = _mm256_blend_epi32::<0b11>(up_one(current), widen(b0));
-            let c = _mm256_blend_epi32::<0b11>(up_one(earlier), widen(c0));
+            let b = _mm256_blend_epi32::<0b11>(up_one(current), widen(above(Some(t))));
+            let c = _mm256_blend_epi32::<0b11>(up_one(earlier), widen(above(t.checked_sub(1))));
             let filtered: [u32; ROWS] = std::array::from_fn(|k| match t.checked_sub(k) {
-                // SAFETY: as for `pixel`.
-                Some(x) if x < width => unsafe { (pixel(y + k, x) as *const u32).read_unaligned() },
+                Some(x) if x < width => load::<BPP>(buffer, at(y + k, x)),
                 _ => 0,
             });
             // SAFETY: `filtered` is 16 bytes.
@@ -349,11 +374,12 @@ mod wavefront {
                 _mm256_castsi256_si128(value),
                 _mm256_extracti128_si256::<1>(value),
             );
-            let out: [u32; ROWS] = unsafe { std::mem::transmute(bytes) };
-            for (k, out) in out.iter().enumerate() {
+            let mut out = [0u8; 4 * ROWS];
+            // SAFETY: `out` is 16 bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
+            for (k, pixel) in out.chunks_exact(4).enumerate() {
                 if let Some(x) = t.checked_sub(k).filter(|&x| x < width) {
-                    // SAFETY: as for `pixel`.
-                    unsafe { (pixel(y + k, x) as *mut u32).write_unaligned(*out) };
+                    buffer[at(y + k, x)..][..BPP].copy_from_slice(&pixel[..BPP]);
                 }
             }
         }
