@@ -4,10 +4,13 @@
 //! a new entry is the previous code's string plus the first byte of the
 //! current one, which follow each other in the output. So an entry is an
 //! (offset, length) into the output and decoding a code is one copy from
-//! earlier output, with no string table and no reversed writes. On the
-//! strips of our mixed-format bench set this decodes about 320 MB/s where
-//! weezl 0.1 (which the tiff and gif crates use) does 220 and weezl 0.2
-//! does 270 (docs/performance.md, 2026-11-30).
+//! earlier output, with no string table and no reversed writes; symbols
+//! too, from the alphabet kept in front of the output, so a code takes one
+//! well-predicted branch whether it is a symbol or a string. On the strips
+//! of our mixed-format bench set this was about 320 MB/s where weezl 0.1
+//! (which the tiff and gif crates use) does 220 and weezl 0.2 does 270,
+//! and with the one branch a TIFF's whole decode is another quarter
+//! shorter (docs/performance.md, 2026-11-30).
 
 /// The two LZW dialects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +103,10 @@ impl LzwDecoder {
             let Some(code) = bits.read(width) else {
                 break;
             };
-            let length = if code < clear {
-                buffer[here] = code as u8;
-                1
-            } else if code > end && code < next {
+            // Symbols and defined strings alike are one copy from earlier
+            // in the buffer, so the common case is one well-predicted
+            // branch (a separate one for symbols was taken at random).
+            let length = if code < next && code.wrapping_sub(clear) >= 2 {
                 let (start, length) = entries[usize::from(code)];
                 copy_earlier(
                     buffer,
