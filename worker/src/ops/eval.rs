@@ -1,5 +1,6 @@
-//! The evaluation our ops with one f32 input share: view the input, give
-//! the kernel a fresh output tensor to fill, hand the tensor back.
+//! The evaluation our ops with one f32 input (and maybe a residual) share:
+//! view the inputs, give the kernel a fresh output tensor to fill, hand the
+//! tensor back; and the cost of a fused op.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -17,16 +18,50 @@ pub unsafe fn eval_into(
     shape: &[usize],
     fill: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
 ) -> TractResult<TVec<TValue>> {
-    ensure!(inputs.len() == 1, "the op takes one input");
+    // SAFETY: the caller's promise, passed on.
+    unsafe { eval_with_residual_into(inputs, false, shape, |input, _, output| fill(input, output)) }
+}
+
+/// [`eval_into`] for an op that may take a second input, its residual,
+/// shaped like the output: `fill` gets it when `residual`.
+///
+/// # Safety
+/// As for [`eval_into`].
+pub unsafe fn eval_with_residual_into(
+    inputs: TVec<TValue>,
+    residual: bool,
+    shape: &[usize],
+    fill: impl FnOnce(&[f32], Option<&[f32]>, &mut [f32]) -> TractResult<()>,
+) -> TractResult<TVec<TValue>> {
+    let count = 1 + usize::from(residual);
+    ensure!(inputs.len() == count, "the op takes {count} inputs");
     let input_view = inputs[0].try_as_plain_ram()?;
+    let residual_view = match inputs.get(1) {
+        Some(residual) => Some(residual.try_as_plain_ram()?),
+        None => None,
+    };
+    let residual = match &residual_view {
+        Some(view) => Some(view.as_slice::<f32>()?),
+        None => None,
+    };
     // SAFETY: `fill` writes every element (the caller's promise).
     let mut output = unsafe { Tensor::uninitialized::<f32>(shape)? };
     {
         let mut output_view = output.try_as_plain_ram_mut()?;
         fill(
             input_view.as_slice::<f32>()?,
+            residual,
             output_view.as_slice_mut::<f32>()?,
         )?;
     }
     Ok(tvec!(output.into_tvalue()))
+}
+
+/// The FMAs of a fused op: the sum of its parts' `costs`.
+pub fn fma_cost(costs: impl IntoIterator<Item = (Cost, TDim)>) -> TVec<(Cost, TDim)> {
+    let mut fma: TDim = 0.into();
+    for (_, n) in costs {
+        fma += n;
+    }
+    tvec!((Cost::FMA(f32::datum_type()), fma))
 }

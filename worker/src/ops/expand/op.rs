@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::eval_into;
+use crate::ops::eval::{eval_into, fma_cost};
 
 use crate::ops::depthwise::kernel::{depthwise, Geometry};
 use crate::ops::depthwise::op::FastDepthwise;
@@ -285,12 +285,10 @@ impl TypedOp for FastExpandDepthwise {
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let channels = self.depthwise.geometry.channels;
         let expand = channels * self.input_channels() * self.pixels;
-        let depthwise = self.depthwise.cost(inputs)?;
-        let mut fma: TDim = expand.into();
-        for (_, n) in depthwise {
-            fma += n;
-        }
-        Ok(tvec!((Cost::FMA(f32::datum_type()), fma)))
+        let expand = (Cost::FMA(f32::datum_type()), expand.into());
+        Ok(fma_cost(
+            std::iter::once(expand).chain(self.depthwise.cost(inputs)?),
+        ))
     }
 
     as_op!();

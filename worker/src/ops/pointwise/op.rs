@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::kernel::{pointwise, PackedWeights, Pointwise};
+use crate::ops::eval::eval_with_residual_into;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastPointwise {
@@ -61,40 +62,32 @@ impl EvalOp for FastPointwise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(
-            inputs.len() == self.input_count(),
-            "FastPointwise: wrong input count"
-        );
-        let input_view = inputs[0].try_as_plain_ram()?;
-        let residual_view = match inputs.get(1) {
-            Some(residual) => Some(residual.try_as_plain_ram()?),
-            None => None,
-        };
-        let residual = match &residual_view {
-            Some(view) => Some(view.as_slice::<f32>()?),
-            None => None,
-        };
-        let conv = Pointwise {
-            weights: &self.weights,
-            pixels: self.pixels,
-            input: input_view.as_slice::<f32>()?,
-            clamp: self.clamp_bounds(),
-            residual,
-        };
-        ensure!(
-            conv.input.len() == self.weights.input_channels() * self.pixels
-                && residual.is_none_or(|r| r.len() == conv.output_len()),
-            "FastPointwise: input shapes do not match the op"
-        );
         // SAFETY: the kernel writes every element of the output before
-        // anything reads it; skipping the zeroing saves a pass over up to
-        // 5 MB per node. (tract's own ops allocate their outputs this way.)
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            pointwise(&conv, output_view.as_slice_mut::<f32>()?);
+        // anything reads it (tract's own ops allocate their outputs
+        // uninitialised too).
+        unsafe {
+            eval_with_residual_into(
+                inputs,
+                self.residual,
+                &self.output_shape,
+                |input, residual, output| {
+                    let conv = Pointwise {
+                        weights: &self.weights,
+                        pixels: self.pixels,
+                        input,
+                        clamp: self.clamp_bounds(),
+                        residual,
+                    };
+                    ensure!(
+                        conv.input.len() == self.weights.input_channels() * self.pixels
+                            && residual.is_none_or(|r| r.len() == conv.output_len()),
+                        "FastPointwise: input shapes do not match the op"
+                    );
+                    pointwise(&conv, output);
+                    Ok(())
+                },
+            )
         }
-        Ok(tvec!(output.into_tvalue()))
     }
 }
 

@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use crate::ops::depthwise::op::FastDepthwise;
+use crate::ops::eval::{eval_with_residual_into, fma_cost};
 use crate::ops::expand::op::FastExpandDepthwise;
 use crate::ops::pointwise::kernel::ChannelPanels;
 use crate::ops::pointwise::op::FastPointwise;
@@ -157,31 +158,16 @@ impl EvalOp for FastProjected {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(
-            inputs.len() == self.input_count(),
-            "FastProjected: wrong input count"
-        );
-        let input_view = inputs[0].try_as_plain_ram()?;
-        let residual_view = match inputs.get(1) {
-            Some(residual) => Some(residual.try_as_plain_ram()?),
-            None => None,
-        };
-        let residual = match &residual_view {
-            Some(view) => Some(view.as_slice::<f32>()?),
-            None => None,
-        };
         // SAFETY: every output row is taken once (`depthwise_rows_into`)
         // and `ProjectRows` writes all of its pixels in every channel.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.projection.output_shape)? };
-        {
-            let mut output_view = output.try_as_plain_ram_mut()?;
-            self.run(
-                input_view.as_slice::<f32>()?,
-                residual,
-                output_view.as_slice_mut::<f32>()?,
-            )?;
+        unsafe {
+            eval_with_residual_into(
+                inputs,
+                self.projection.residual,
+                &self.projection.output_shape,
+                |input, residual, output| self.run(input, residual, output),
+            )
         }
-        Ok(tvec!(output.into_tvalue()))
     }
 }
 
@@ -200,16 +186,12 @@ impl TypedOp for FastProjected {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let mut fma: TDim = 0.into();
-        for (_, n) in self
-            .source
-            .cost(inputs)?
-            .into_iter()
-            .chain(self.projection.cost(inputs)?)
-        {
-            fma += n;
-        }
-        Ok(tvec!((Cost::FMA(f32::datum_type()), fma)))
+        Ok(fma_cost(
+            self.source
+                .cost(inputs)?
+                .into_iter()
+                .chain(self.projection.cost(inputs)?),
+        ))
     }
 
     as_op!();

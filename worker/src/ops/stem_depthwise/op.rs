@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::eval_into;
+use crate::ops::eval::{eval_into, fma_cost};
 
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::pointwise::kernel::ChannelPanels;
@@ -125,16 +125,12 @@ impl TypedOp for FastStemDepthwise {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let mut fma: TDim = 0.into();
-        for (_, n) in self
-            .stem
-            .cost(inputs)?
-            .into_iter()
-            .chain(self.depthwise.cost(inputs)?)
-        {
-            fma += n;
-        }
-        Ok(tvec!((Cost::FMA(f32::datum_type()), fma)))
+        Ok(fma_cost(
+            self.stem
+                .cost(inputs)?
+                .into_iter()
+                .chain(self.depthwise.cost(inputs)?),
+        ))
     }
 
     as_op!();
