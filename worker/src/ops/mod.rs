@@ -80,10 +80,25 @@ pub fn apply_patches(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+/// [`apply_patches`] as a patch of its own (its count is the number of
+/// patches), for tests comparing the fully patched model.
+#[cfg(test)]
+pub(crate) fn every_patch(model: &mut TypedModel) -> TractResult<usize> {
+    apply_patches(model)?;
+    Ok(PATCHES.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::efficientnet;
+    use crate::test_support::{assert_patch_keeps_logits, efficientnet};
+
+    /// All the rewrites together, every fusion included, still give plain
+    /// tract's logits.
+    #[test]
+    fn every_patch_together_matches_plain_tract() {
+        assert_patch_keeps_logits(every_patch);
+    }
 
     #[test]
     fn every_patch_finds_its_nodes_of_efficientnet_lite0_in_order() {

@@ -37,17 +37,3 @@ pub fn use_fast_stem_depthwise(model: &mut TypedModel) -> TractResult<usize> {
             .flatten()
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::ops::{apply_patches, PATCHES};
-    use crate::test_support::assert_patch_keeps_logits;
-
-    #[test]
-    fn every_patch_with_the_stem_streamed_matches_plain_tract() {
-        assert_patch_keeps_logits(|model| {
-            apply_patches(model)?;
-            Ok(PATCHES.len())
-        });
-    }
-}
