@@ -29,6 +29,22 @@ impl FastDepthwise {
     pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
         crate::ops::rewrite::clamp_from_bits(self.clamp)
     }
+
+    /// Calls `f` with this convolution's filters as the row-streaming
+    /// kernel takes them.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn with_filters<T>(
+        &self,
+        f: impl FnOnce(&super::kernel::row_stream::Filters) -> T,
+    ) -> TractResult<T> {
+        let weights_view = self.weights.try_as_plain_ram()?;
+        let bias_view = self.bias.try_as_plain_ram()?;
+        Ok(f(&super::kernel::row_stream::Filters {
+            weights: weights_view.as_slice::<f32>()?,
+            bias: bias_view.as_slice::<f32>()?,
+            clamp: self.clamp_bounds(),
+        }))
+    }
 }
 
 impl Op for FastDepthwise {

@@ -167,7 +167,7 @@ impl FastExpandDepthwise {
             bias_view.as_slice::<f32>()?,
         );
         match route {
-            Route::Streamed => self.run_streamed(input, filters, output),
+            Route::Streamed => self.run_streamed(input, filters, output)?,
             Route::Chunks => {
                 let chunk_len = self.chunks[0].output_channels() * self.pixels;
                 // The expansion writes every element of the chunk it uses.
@@ -183,7 +183,12 @@ impl FastExpandDepthwise {
 impl FastExpandDepthwise {
     /// The expansion streamed into the depthwise convolution row by row.
     #[cfg(target_arch = "x86_64")]
-    fn run_streamed(&self, input: &[f32], (weights, bias): (&[f32], &[f32]), output: &mut [f32]) {
+    fn run_streamed(
+        &self,
+        input: &[f32],
+        (weights, bias): (&[f32], &[f32]),
+        output: &mut [f32],
+    ) -> TractResult<()> {
         use crate::ops::depthwise::kernel::row_stream::{depthwise_rows, Filters};
         let filters = Filters {
             weights,
@@ -192,22 +197,31 @@ impl FastExpandDepthwise {
         };
         depthwise_rows(
             &self.depthwise.geometry,
-            &self.rows(input),
+            &self.rows(input)?,
             &filters,
             output,
         );
+        Ok(())
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn run_streamed(&self, _: &[f32], _: (&[f32], &[f32]), _: &mut [f32]) {
-        panic!("the streamed route needs x86-64")
+    fn run_streamed(&self, _: &[f32], _: (&[f32], &[f32]), _: &mut [f32]) -> TractResult<()> {
+        bail!("the streamed route needs x86-64")
     }
 
-    /// The expansion of `input` as rows for the depthwise convolution.
+    /// The expansion of `input` as rows for the depthwise convolution; an
+    /// error unless `input` has the expansion's input shape.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) fn rows<'a>(&'a self, input: &'a [f32]) -> crate::ops::conv_rows::ConvRows<'a> {
+    pub(crate) fn rows<'a>(
+        &'a self,
+        input: &'a [f32],
+    ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
+        ensure!(
+            input.len() == self.input_channels() * self.pixels,
+            "FastExpandDepthwise: input shape does not match the op"
+        );
         let g = &self.depthwise.geometry;
-        crate::ops::conv_rows::ConvRows {
+        Ok(crate::ops::conv_rows::ConvRows {
             geometry: crate::ops::stem::im2col::Geometry {
                 input_channels: self.input_channels(),
                 kernel_h: 1,
@@ -225,7 +239,7 @@ impl FastExpandDepthwise {
             input,
             panels: &self.lanes,
             clamp: clamp_from_bits(self.expand_clamp).unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
-        }
+        })
     }
 
     /// Expands `input` one chunk of channels at a time into `expanded` and

@@ -76,7 +76,7 @@ impl FastProjected {
         residual: Option<&[f32]>,
         output: &mut [f32],
     ) -> TractResult<()> {
-        use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows_into, Filters};
+        use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows_into};
         use crate::ops::project_rows::ProjectRows;
 
         ensure!(available(), "FastProjected needs AVX-512F");
@@ -90,27 +90,8 @@ impl FastProjected {
             "FastProjected: output or residual shape does not match the op"
         );
         let rows = match &self.source {
-            Streamed::Expand(op) => {
-                ensure!(
-                    input.len() == op.input_channels() * op.pixels,
-                    "FastProjected: input shape does not match the op"
-                );
-                op.rows(input)
-            }
-            Streamed::Stem(op) => {
-                ensure!(
-                    input.len() == op.stem.geometry.input_len(),
-                    "FastProjected: input shape does not match the op"
-                );
-                op.rows(input)
-            }
-        };
-        let weights_view = dw.weights.try_as_plain_ram()?;
-        let bias_view = dw.bias.try_as_plain_ram()?;
-        let filters = Filters {
-            weights: weights_view.as_slice::<f32>()?,
-            bias: bias_view.as_slice::<f32>()?,
-            clamp: dw.clamp_bounds(),
+            Streamed::Expand(op) => op.rows(input)?,
+            Streamed::Stem(op) => op.rows(input)?,
         };
         let mut sink = ProjectRows {
             panels: &self.lanes,
@@ -123,8 +104,7 @@ impl FastProjected {
             output,
             plane: projection.pixels,
         };
-        depthwise_rows_into(&dw.geometry, &rows, &filters, &mut sink);
-        Ok(())
+        dw.with_filters(|filters| depthwise_rows_into(&dw.geometry, &rows, filters, &mut sink))
     }
 
     #[cfg(not(target_arch = "x86_64"))]

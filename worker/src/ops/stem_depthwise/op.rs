@@ -39,31 +39,30 @@ impl FastStemDepthwise {
     /// Computes the op's output from `input` (the stem's input).
     #[cfg(target_arch = "x86_64")]
     pub fn run(&self, input: &[f32], output: &mut [f32]) -> TractResult<()> {
-        use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows, Filters};
+        use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows};
 
         ensure!(available(), "FastStemDepthwise needs AVX-512F");
         let dw = &self.depthwise;
         ensure!(
-            input.len() == self.stem.geometry.input_len()
-                && output.len() == dw.geometry.output_len(),
-            "FastStemDepthwise: shapes do not match the op"
+            output.len() == dw.geometry.output_len(),
+            "FastStemDepthwise: output shape does not match the op"
         );
-        let weights_view = dw.weights.try_as_plain_ram()?;
-        let bias_view = dw.bias.try_as_plain_ram()?;
-        let filters = Filters {
-            weights: weights_view.as_slice::<f32>()?,
-            bias: bias_view.as_slice::<f32>()?,
-            clamp: dw.clamp_bounds(),
-        };
-        depthwise_rows(&dw.geometry, &self.rows(input), &filters, output);
-        Ok(())
+        let rows = self.rows(input)?;
+        dw.with_filters(|filters| depthwise_rows(&dw.geometry, &rows, filters, output))
     }
 
     /// The stem's convolution of `input` as rows for the depthwise
-    /// convolution.
+    /// convolution; an error unless `input` has the stem's input shape.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) fn rows<'a>(&'a self, input: &'a [f32]) -> crate::ops::conv_rows::ConvRows<'a> {
-        crate::ops::conv_rows::ConvRows {
+    pub(crate) fn rows<'a>(
+        &'a self,
+        input: &'a [f32],
+    ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
+        ensure!(
+            input.len() == self.stem.geometry.input_len(),
+            "FastStemDepthwise: input shape does not match the op"
+        );
+        Ok(crate::ops::conv_rows::ConvRows {
             geometry: self.stem.geometry,
             output_channels: self.depthwise.geometry.channels,
             input,
@@ -72,7 +71,7 @@ impl FastStemDepthwise {
                 .stem
                 .clamp_bounds()
                 .unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
-        }
+        })
     }
 
     #[cfg(not(target_arch = "x86_64"))]
