@@ -13,6 +13,7 @@ use crate::error::{ClassifyError, ModelError};
 use crate::manifest::ModelManifest;
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::expand::op::FastExpandDepthwise;
+use crate::ops::lanes_block::op::FastLanesBlock;
 use crate::ops::project::op::{FastProjected, Streamed};
 use crate::ops::stem::op::FastStemConv;
 use crate::ops::stem_depthwise::op::FastStemDepthwise;
@@ -202,16 +203,19 @@ impl Classifier {
         self.count_nodes(|node| {
             node.op_is::<FastDepthwise>()
                 || node.op_is::<FastExpandDepthwise>()
+                || node.op_is::<FastLanesBlock>()
                 || node.op_is::<FastStemDepthwise>()
                 || node.op_is::<FastProjected>()
         })
     }
 
     /// How many expansions run fused with their depthwise convolution
-    /// ([`crate::ops::expand`]), and maybe their projection.
+    /// ([`crate::ops::expand`], [`crate::ops::lanes_block`]), and maybe
+    /// their projection.
     pub fn fused_expansion_nodes(&self) -> usize {
         self.count_nodes(|node| {
             node.op_is::<FastExpandDepthwise>()
+                || node.op_is::<FastLanesBlock>()
                 || node
                     .op_as::<FastProjected>()
                     .is_some_and(|op| matches!(op.source, Streamed::Expand(_)))
@@ -236,6 +240,12 @@ impl Classifier {
     /// they are computed ([`crate::ops::project`]).
     pub fn fused_projection_nodes(&self) -> usize {
         self.count_nodes(|node| node.op_is::<FastProjected>())
+    }
+
+    /// How many blocks on small planes run through the lanes layout
+    /// ([`crate::ops::lanes_block`]).
+    pub fn lanes_block_nodes(&self) -> usize {
+        self.count_nodes(|node| node.op_is::<FastLanesBlock>())
     }
 
     fn count_nodes(&self, wanted: impl Fn(&TypedNode) -> bool) -> usize {

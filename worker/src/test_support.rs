@@ -49,7 +49,7 @@ pub fn efficientnet() -> TypedModel {
 /// The model's logits on a ramp image after `patch`.
 pub fn patched_logits(
     mut model: TypedModel,
-    patch: fn(&mut TypedModel) -> TractResult<usize>,
+    patch: impl FnOnce(&mut TypedModel) -> TractResult<usize>,
 ) -> Vec<f32> {
     patch(&mut model).unwrap();
     let input: Vec<f32> = (0..3 * 224 * 224)

@@ -8,6 +8,8 @@ mod conv_rows;
 pub mod depthwise;
 mod eval;
 pub mod expand;
+mod lanes;
+pub mod lanes_block;
 pub mod pointwise;
 pub mod project;
 #[cfg(target_arch = "x86_64")]
@@ -34,8 +36,9 @@ pub struct Patch {
 /// matters: the expansion fusion works on the ops the depthwise and
 /// pointwise patches leave, the stem goes after them so the only
 /// convolutions left to it are the regular ones, and the stem's fusion with
-/// its depthwise convolution comes after them; the projections last, as
-/// they fuse with what those two made.
+/// its depthwise convolution comes after them; then the projections, as
+/// they fuse with what those two made, and last the small planes' blocks,
+/// from what is left of the pointwise and depthwise ops.
 pub const PATCHES: &[Patch] = &[
     Patch {
         name: "depthwise",
@@ -67,6 +70,11 @@ pub const PATCHES: &[Patch] = &[
         counts: "projections fused with the streamed block before them",
         apply: project::use_fast_projected,
     },
+    Patch {
+        name: "lanes_block",
+        counts: "blocks on small planes fused in lanes",
+        apply: lanes_block::use_fast_lanes_block,
+    },
 ];
 
 /// Applies every patch of [`PATCHES`] in order to a decluttered model (before
@@ -88,10 +96,21 @@ pub(crate) fn every_patch(model: &mut TypedModel) -> TractResult<usize> {
     Ok(PATCHES.len())
 }
 
+/// Every patch but the one called `name`, in order: the "before" of a
+/// fusion's bit-identity test.
+#[cfg(test)]
+pub(crate) fn every_patch_but(model: &mut TypedModel, name: &str) -> TractResult<usize> {
+    let others = PATCHES.iter().filter(|patch| patch.name != name);
+    for patch in others.clone() {
+        (patch.apply)(model)?;
+    }
+    Ok(others.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{assert_patch_keeps_logits, efficientnet};
+    use crate::test_support::{assert_patch_keeps_logits, efficientnet, patched_logits};
 
     /// All the rewrites together, every fusion included, still give plain
     /// tract's logits.
@@ -100,13 +119,28 @@ mod tests {
         assert_patch_keeps_logits(every_patch);
     }
 
+    /// The fusions that keep the unfused kernels' sums in the same order
+    /// change where values live, not a bit of the answer.
+    #[test]
+    fn bit_identical_fusions_keep_every_bit_of_the_logits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let fused = bits(&patched_logits(efficientnet(), every_patch));
+        for name in ["project", "lanes_block"] {
+            let unfused = patched_logits(efficientnet(), |model| every_patch_but(model, name));
+            assert_eq!(bits(&unfused), fused, "{name}");
+        }
+    }
+
     #[test]
     fn every_patch_finds_its_nodes_of_efficientnet_lite0_in_order() {
         // Where the streamed route runs (AVX-512F), more expansions are
         // fused and the stem is too, and then all but one of those (the
-        // one whose projection is on 7x7) with their projections.
+        // one whose projection is on 7x7) with their projections; the
+        // 7x7 blocks run in lanes.
         let streams = expand::op::Route::Streamed.is_available();
         let (expansions, stems, projections) = if streams { (11, 1, 11) } else { (3, 0, 0) };
+        // The four 7x7 blocks, where the same AVX-512F runs.
+        let lanes_blocks = if streams { 4 } else { 0 };
         let mut model = efficientnet();
         let counts: Vec<(&str, usize)> = PATCHES
             .iter()
@@ -120,7 +154,8 @@ mod tests {
                 ("expand", expansions),
                 ("stem", 1),
                 ("stem_depthwise", stems),
-                ("project", projections)
+                ("project", projections),
+                ("lanes_block", lanes_blocks)
             ]
         );
     }

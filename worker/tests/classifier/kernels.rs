@@ -18,9 +18,10 @@ fn fast_kernels_match_plain_tract_on_every_sample() {
     assert_eq!(fast.fast_depthwise_nodes(), 16);
     assert_eq!(plain.fast_depthwise_nodes(), 0);
     // Three of them (at 112x112 and 56x56) fused with their expansion; on
-    // AVX-512, also the eight on 28x28 and 14x14 planes.
+    // AVX-512, also the eight on 28x28 and 14x14 planes and the four on
+    // 7x7.
     let streams = Route::Streamed.is_available();
-    assert_eq!(fast.fused_expansion_nodes(), if streams { 11 } else { 3 });
+    assert_eq!(fast.fused_expansion_nodes(), if streams { 15 } else { 3 });
     // ... and one regular convolution, the stem.
     assert_eq!(fast.fast_stem_nodes(), 1);
     assert_eq!(plain.fast_stem_nodes(), 0);
@@ -28,6 +29,9 @@ fn fast_kernels_match_plain_tract_on_every_sample() {
     // 14x14 planes or larger stream into their projections too.
     assert_eq!(fast.fused_projection_nodes(), if streams { 11 } else { 0 });
     assert_eq!(plain.fused_projection_nodes(), 0);
+    // The four 7x7 blocks run whole through the lanes layout.
+    assert_eq!(fast.lanes_block_nodes(), if streams { 4 } else { 0 });
+    assert_eq!(plain.lanes_block_nodes(), 0);
 
     let samples = repo_root().join("tests/samples");
     let mut checked = 0;

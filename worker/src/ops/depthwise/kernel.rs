@@ -17,6 +17,9 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod row_stream;
 
+#[cfg(target_arch = "x86_64")]
+use crate::ops::lanes::Layout;
+
 /// The shape of one depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Geometry {
@@ -206,6 +209,37 @@ pub fn depthwise_on(
         }
         Path::Portable => portable::depthwise(geo, &params, output),
     }
+}
+
+/// [`depthwise`] on the AVX-512 channels-in-lanes path, reading `input` in
+/// layout `from` and writing `output` in layout `to`: the lanes layout
+/// skips that path's transposes. Panics unless the CPU has AVX-512F and
+/// the slices match the geometry in those layouts.
+#[cfg(target_arch = "x86_64")]
+pub fn depthwise_between(
+    geo: &Geometry,
+    input: &[f32],
+    filters: &row_stream::Filters,
+    (from, to): (Layout, Layout),
+    output: &mut [f32],
+) {
+    assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
+    assert_eq!(input.len(), from.len(geo.channels, geo.in_h * geo.in_w));
+    assert_eq!(output.len(), to.len(geo.channels, geo.out_h * geo.out_w));
+    assert_eq!(
+        filters.weights.len(),
+        geo.channels * geo.kernel * geo.kernel
+    );
+    assert_eq!(filters.bias.len(), geo.channels);
+    let (lo, hi) = filters.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let params = Params {
+        input,
+        weights: filters.weights,
+        bias: filters.bias,
+        lo,
+        hi,
+    };
+    channel_lanes::depthwise_between(geo, &params, (from, to), output);
 }
 
 /// The textbook definition, one multiply-add at a time: what the fast path

@@ -319,11 +319,22 @@ pub(crate) mod testing {
     /// a depthwise convolution (`kernel`, `stride`, padding top, left,
     /// bottom, right), both clamped, from seeded weights.
     pub fn fused(
+        channels: (usize, usize),
+        plane: (usize, usize),
+        filter: (usize, usize),
+        padding: (usize, usize, usize, usize),
+    ) -> FastExpandDepthwise {
+        let (expand, depthwise) = expansion_and_depthwise(channels, plane, filter, padding);
+        FastExpandDepthwise::new(&expand, &depthwise).unwrap()
+    }
+
+    /// The two ops [`fused`] fuses.
+    pub fn expansion_and_depthwise(
         (cin, cout): (usize, usize),
         (h, w): (usize, usize),
         (kernel, stride): (usize, usize),
         (top, left, bottom, right): (usize, usize, usize, usize),
-    ) -> FastExpandDepthwise {
+    ) -> (FastPointwise, FastDepthwise) {
         let clamp = Some((0f32.to_bits(), 6f32.to_bits()));
         let bias = values(cout, 2);
         let expand = FastPointwise {
@@ -348,7 +359,30 @@ pub(crate) mod testing {
             clamp: Some(((-1f32).to_bits(), 1f32.to_bits())),
             output_shape: tvec![cout, geometry.out_h, geometry.out_w],
         };
-        FastExpandDepthwise::new(&expand, &depthwise).unwrap()
+        (expand, depthwise)
+    }
+
+    /// A projection of the `cin` channels of `h x w` planes to `cout`,
+    /// unclamped, with a residual or not, from seeded weights.
+    pub fn projection(
+        (cin, cout): (usize, usize),
+        (h, w): (usize, usize),
+        residual: bool,
+    ) -> FastPointwise {
+        let pixels = h * w;
+        FastPointwise {
+            weights: Arc::new(PackedWeights::new(
+                &values(cin * cout, 6),
+                &values(cout, 7),
+                cout,
+                cin,
+                pixels,
+            )),
+            clamp: None,
+            residual,
+            pixels,
+            output_shape: tvec![cout, h, w],
+        }
     }
 }
 

@@ -23,6 +23,8 @@ mod avx512;
 mod channel_lanes;
 mod portable;
 
+use crate::ops::lanes::Layout;
+
 /// Output channels computed together; the packed weights hold panels of
 /// this many channels, zero-padded at the end.
 pub const BLOCK_CHANNELS: usize = 8;
@@ -234,21 +236,28 @@ impl Pointwise<'_> {
     /// Panics unless the slices match the shapes: what the vector kernels'
     /// unchecked loads and stores rely on.
     pub(super) fn check(&self, output: &[f32]) {
+        self.check_layouts((Layout::Planes, Layout::Planes), output);
+    }
+
+    /// [`Pointwise::check`] with the input in layout `from` and the output
+    /// and residual in `to`.
+    pub(super) fn check_layouts(&self, (from, to): (Layout, Layout), output: &[f32]) {
+        let output_len = to.len(self.weights.output_channels, self.pixels);
         assert_eq!(
             self.input.len(),
-            self.weights.input_channels * self.pixels,
-            "input is not [cin, pixels]"
+            from.len(self.weights.input_channels, self.pixels),
+            "input is not [cin, pixels] in {from:?}"
         );
         assert_eq!(
             output.len(),
-            self.output_len(),
-            "output is not [cout, pixels]"
+            output_len,
+            "output is not [cout, pixels] in {to:?}"
         );
         if let Some(residual) = self.residual {
             assert_eq!(
                 residual.len(),
-                self.output_len(),
-                "residual is not [cout, pixels]"
+                output_len,
+                "residual is not [cout, pixels] in {to:?}"
             );
         }
     }
@@ -317,6 +326,17 @@ pub fn pointwise_on(isa: Isa, conv: &Pointwise, output: &mut [f32]) {
         Isa::Avx512 | Isa::Avx2Fma => unreachable!("is_available is false off x86-64"),
         Isa::Portable => portable::pointwise(conv, output),
     }
+}
+
+/// [`pointwise`] with the input in layout `from` and the output (and the
+/// residual) in `to`, on the AVX-512 channels-in-lanes kernel: the only one
+/// that reads and writes the lanes layout. Panics unless the CPU has
+/// AVX-512F, the weights hold that kernel's layout
+/// ([`PackedWeights::channel_panels`], small planes) and the slices match
+/// the shapes in those layouts.
+#[cfg(target_arch = "x86_64")]
+pub fn pointwise_between(conv: &Pointwise, layouts: (Layout, Layout), output: &mut [f32]) {
+    channel_lanes::pointwise_between(conv, layouts, output);
 }
 
 /// Floats in a 64-byte cache line: the step of the vector kernels'

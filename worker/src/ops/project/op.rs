@@ -180,28 +180,15 @@ impl TypedOp for FastProjected {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::ops::expand::op::testing::fused;
+    use crate::ops::expand::op::testing::{fused, projection};
     use crate::ops::expand::op::Route;
-    use crate::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
+    use crate::ops::pointwise::kernel::{pointwise, Pointwise};
     use crate::test_support::values;
 
     /// `source` projected to `cout` channels, with a residual or not.
     fn projected(source: FastExpandDepthwise, cout: usize, residual: bool) -> FastProjected {
         let g = source.depthwise.geometry;
-        let (cin, pixels) = (g.channels, g.out_h * g.out_w);
-        let projection = FastPointwise {
-            weights: Arc::new(PackedWeights::new(
-                &values(cin * cout, 6),
-                &values(cout, 7),
-                cout,
-                cin,
-                pixels,
-            )),
-            clamp: None,
-            residual,
-            pixels,
-            output_shape: tvec![cout, g.out_h, g.out_w],
-        };
+        let projection = projection((g.channels, cout), (g.out_h, g.out_w), residual);
         FastProjected::new(Streamed::Expand(source), &projection).unwrap()
     }
 

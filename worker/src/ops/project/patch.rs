@@ -41,29 +41,3 @@ fn fuse_into_projections<A: Op + Clone>(
             .flatten()
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::ops::{every_patch, PATCHES};
-    use crate::test_support::{efficientnet, patched_logits};
-
-    /// Every patch but this one.
-    fn without_projections(
-        model: &mut tract_onnx::prelude::TypedModel,
-    ) -> tract_onnx::prelude::TractResult<usize> {
-        for patch in PATCHES.iter().filter(|patch| patch.name != "project") {
-            (patch.apply)(model)?;
-        }
-        Ok(PATCHES.len() - 1)
-    }
-
-    /// Same kernels' sums in the same order: fusing the projections
-    /// changes where values live, not a bit of the answer.
-    #[test]
-    fn projected_logits_are_bit_identical_to_unfused() {
-        let unfused = patched_logits(efficientnet(), without_projections);
-        let fused = patched_logits(efficientnet(), every_patch);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&fused), bits(&unfused));
-    }
-}

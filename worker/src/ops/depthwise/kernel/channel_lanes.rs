@@ -14,8 +14,8 @@
 use std::arch::x86_64::*;
 
 use super::{Geometry, Params};
-
-pub(super) const LANES: usize = 16;
+use crate::ops::lanes::Layout;
+pub(super) use crate::ops::lanes::LANES;
 /// Output pixels of one row computed together: on stride 1 neighbours share
 /// all but one column of input loads, and seven accumulators cover the FMA
 /// latency on two ports. Every row of EfficientNet-Lite0 this path runs is
@@ -29,15 +29,26 @@ pub(super) fn available() -> bool {
 
 /// Panics if the CPU lacks AVX-512F.
 pub(super) fn depthwise(geo: &Geometry, p: &Params, output: &mut [f32]) {
+    depthwise_between(geo, p, (Layout::Planes, Layout::Planes), output);
+}
+
+/// [`depthwise`] from `p.input` in layout `from` to `output` in layout
+/// `to`. Panics if the CPU lacks AVX-512F.
+pub(super) fn depthwise_between(
+    geo: &Geometry,
+    p: &Params,
+    layouts: (Layout, Layout),
+    output: &mut [f32],
+) {
     assert!(available(), "AVX-512F path on a CPU without it");
     // SAFETY: the CPU supports AVX-512F (asserted above), the only feature
     // these functions are compiled for.
     unsafe {
         match (geo.kernel, geo.stride) {
-            (3, 1) => blocks::<3, 1, 9>(geo, p, output),
-            (3, 2) => blocks::<3, 2, 9>(geo, p, output),
-            (5, 1) => blocks::<5, 1, 25>(geo, p, output),
-            (5, 2) => blocks::<5, 2, 25>(geo, p, output),
+            (3, 1) => blocks::<3, 1, 9>(geo, p, layouts, output),
+            (3, 2) => blocks::<3, 2, 9>(geo, p, layouts, output),
+            (5, 1) => blocks::<5, 1, 25>(geo, p, layouts, output),
+            (5, 2) => blocks::<5, 2, 25>(geo, p, layouts, output),
             _ => unreachable!("checked by is_supported"),
         }
     }
@@ -58,6 +69,7 @@ fn padded_positions(geo: &Geometry, height: usize, width: usize) -> Vec<Option<u
 fn blocks<const K: usize, const S: usize, const TAPS: usize>(
     geo: &Geometry,
     p: &Params,
+    (from, to): (Layout, Layout),
     output: &mut [f32],
 ) {
     // The padded input every output window reads: rows and columns up to
@@ -76,8 +88,16 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
     };
     for first in (0..geo.channels).step_by(LANES) {
         let channels = (geo.channels - first).min(LANES);
-        let planes = &p.input[first * plane_in..(first + channels) * plane_in];
-        transpose_in(planes, channels, &targets, &mut padded);
+        match from {
+            Layout::Planes => {
+                let planes = &p.input[first * plane_in..(first + channels) * plane_in];
+                transpose_in(planes, channels, &targets, &mut padded);
+            }
+            Layout::Lanes => {
+                let group = &p.input[first * plane_in..][..LANES * plane_in];
+                lanes_in(group, &targets, &mut padded);
+            }
+        }
         let weights: [__m512; TAPS] = tap_registers(
             &p.weights[first * TAPS..(first + channels) * TAPS],
             channels,
@@ -92,12 +112,18 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
             let row = &mut outputs[y * geo.out_w..(y + 1) * geo.out_w];
             output_row::<K, S, TAPS>(&window, &weights, bias, clamp, row);
         }
-        transpose_out(
-            &outputs,
-            channels,
-            &mut output[first * plane_out..(first + channels) * plane_out],
-            (plane_out, 0),
-        );
+        match to {
+            Layout::Planes => transpose_out(
+                &outputs,
+                channels,
+                &mut output[first * plane_out..(first + channels) * plane_out],
+                (plane_out, 0),
+            ),
+            Layout::Lanes => lanes_out(
+                &outputs,
+                &mut output[first * plane_out..][..LANES * plane_out],
+            ),
+        }
     }
 }
 
@@ -210,6 +236,28 @@ fn transpose_in(planes: &[f32], channels: usize, targets: &[Option<usize>], padd
                 padded[target] = *row;
             }
         }
+    }
+}
+
+/// Copies one group of the lanes layout (`[pixel][16]`) into `padded`:
+/// pixel `i` goes to register `targets[i]`.
+#[target_feature(enable = "avx512f")]
+fn lanes_in(group: &[f32], targets: &[Option<usize>], padded: &mut [__m512]) {
+    for (pixel, target) in group.chunks_exact(LANES).zip(targets) {
+        if let Some(target) = *target {
+            // SAFETY: `pixel` holds sixteen floats.
+            padded[target] = unsafe { _mm512_loadu_ps(pixel.as_ptr()) };
+        }
+    }
+}
+
+/// Copies one register per output pixel into one group of the lanes
+/// layout (`[pixel][16]`).
+#[target_feature(enable = "avx512f")]
+fn lanes_out(outputs: &[__m512], group: &mut [f32]) {
+    for (pixel, value) in group.chunks_exact_mut(LANES).zip(outputs) {
+        // SAFETY: `pixel` holds sixteen floats.
+        unsafe { _mm512_storeu_ps(pixel.as_mut_ptr(), *value) };
     }
 }
 

@@ -10,8 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::{ChannelPanels, Pointwise, CHANNEL_PANEL, FLOATS_PER_LINE};
-
-const LANES: usize = 16;
+use crate::ops::lanes::{Layout, LANES};
 /// Vectors of output channels per tile: one panel.
 const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
 /// Pixels per tile: 7 divides both 7x7 and 14x14 planes.
@@ -34,23 +33,50 @@ pub(super) fn available() -> bool {
 /// channels-in-lanes layout ([`super::PackedWeights::channel_panels`]) and
 /// the slices match `conv`'s shapes.
 pub(super) fn pointwise(conv: &Pointwise, output: &mut [f32]) {
+    pointwise_between(conv, (Layout::Planes, Layout::Planes), output);
+}
+
+/// [`pointwise`] with the input in one layout and the output (and the
+/// residual) in another.
+pub(super) fn pointwise_between(
+    conv: &Pointwise,
+    (from, to): (Layout, Layout),
+    output: &mut [f32],
+) {
     assert!(available(), "AVX-512F is not available");
-    conv.check(output);
+    conv.check_layouts((from, to), output);
     let panels = conv
         .weights
         .channel_panels()
         .expect("weights packed for channels in lanes");
     // SAFETY: the CPU supports AVX-512F (asserted above), the input,
-    // residual and output lengths match the shapes (checked above) and
-    // `panels` are `conv.weights`' own, which is all `run` relies on.
-    unsafe { run(conv, panels, output) }
+    // residual and output lengths match the shapes in these layouts
+    // (checked above) and `panels` are `conv.weights`' own, which is all
+    // `run` relies on.
+    unsafe {
+        match (from, to) {
+            (Layout::Planes, Layout::Planes) => run::<false, false>(conv, panels, output),
+            (Layout::Planes, Layout::Lanes) => run::<false, true>(conv, panels, output),
+            (Layout::Lanes, Layout::Planes) => run::<true, false>(conv, panels, output),
+            (Layout::Lanes, Layout::Lanes) => run::<true, true>(conv, panels, output),
+        }
+    }
 }
 
+/// Reads the input in the lanes layout if `LANES_IN`, NCHW planes
+/// otherwise; writes the output (and reads the residual) likewise after
+/// `LANES_OUT`.
+///
 /// # Safety
 /// The CPU must support AVX-512F, the slices must match `conv`'s shapes
-/// (`Pointwise::check`) and `panels` must be `conv.weights`' own.
+/// in those layouts (`Pointwise::check_layouts`) and `panels` must be
+/// `conv.weights`' own.
 #[target_feature(enable = "avx512f")]
-unsafe fn run(conv: &Pointwise, panels: &ChannelPanels, output: &mut [f32]) {
+unsafe fn run<const LANES_IN: bool, const LANES_OUT: bool>(
+    conv: &Pointwise,
+    panels: &ChannelPanels,
+    output: &mut [f32],
+) {
     let pixels = conv.pixels;
     let cin = conv.weights.input_channels();
     let cout = conv.weights.output_channels();
@@ -87,11 +113,23 @@ unsafe fn run(conv: &Pointwise, panels: &ChannelPanels, output: &mut [f32]) {
         for first_ci in (0..cin).step_by(INPUT_CHUNK) {
             let cis = first_ci..(first_ci + INPUT_CHUNK).min(cin);
             for start in (0..full).step_by(PIXELS) {
-                tile.dispatch::<PIXELS>(vectors, start, cis.clone(), &mut partial, output);
+                tile.dispatch::<PIXELS, LANES_IN, LANES_OUT>(
+                    vectors,
+                    start,
+                    cis.clone(),
+                    &mut partial,
+                    output,
+                );
             }
             // Leftover pixels one at a time.
             for start in full..pixels {
-                tile.dispatch::<1>(vectors, start, cis.clone(), &mut partial, output);
+                tile.dispatch::<1, LANES_IN, LANES_OUT>(
+                    vectors,
+                    start,
+                    cis.clone(),
+                    &mut partial,
+                    output,
+                );
             }
         }
     }
@@ -113,7 +151,7 @@ impl Tile<'_> {
     /// As for [`Tile::run`].
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn dispatch<const P: usize>(
+    unsafe fn dispatch<const P: usize, const LANES_IN: bool, const LANES_OUT: bool>(
         &self,
         vectors: usize,
         start: usize,
@@ -122,9 +160,9 @@ impl Tile<'_> {
         output: &mut [f32],
     ) {
         match vectors {
-            1 => self.run::<1, P>(start, input_channels, partial, output),
-            2 => self.run::<2, P>(start, input_channels, partial, output),
-            _ => self.run::<3, P>(start, input_channels, partial, output),
+            1 => self.run::<1, P, LANES_IN, LANES_OUT>(start, input_channels, partial, output),
+            2 => self.run::<2, P, LANES_IN, LANES_OUT>(start, input_channels, partial, output),
+            _ => self.run::<3, P, LANES_IN, LANES_OUT>(start, input_channels, partial, output),
         }
     }
 
@@ -137,7 +175,7 @@ impl Tile<'_> {
     /// As for [`run`]; those pixels must lie inside the plane.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const V: usize, const P: usize>(
+    unsafe fn run<const V: usize, const P: usize, const LANES_IN: bool, const LANES_OUT: bool>(
         &self,
         start: usize,
         input_channels: std::ops::Range<usize>,
@@ -190,11 +228,15 @@ impl Tile<'_> {
                 // input channel.
                 *w = unsafe { _mm512_loadu_ps(panel.as_ptr().add(ci * CHANNEL_PANEL + v * LANES)) };
             }
-            let x: &[f32; P] = conv.input[ci * pixels + start..][..P]
-                .try_into()
-                .expect("tile lies inside the plane");
-            for (row, x) in acc.iter_mut().zip(x) {
-                let x = _mm512_set1_ps(*x);
+            // Pixel `start + p` of channel `ci` is `x[p * step]`.
+            let (at, step) = if LANES_IN {
+                ((ci / LANES * pixels + start) * LANES + ci % LANES, LANES)
+            } else {
+                (ci * pixels + start, 1)
+            };
+            let x = &conv.input[at..][..(P - 1) * step + 1];
+            for (p, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(x[p * step]);
                 for (a, w) in row.iter_mut().zip(&w) {
                     *a = _mm512_fmadd_ps(*w, x, *a);
                 }
@@ -224,8 +266,21 @@ impl Tile<'_> {
                 if let Some((lo, hi)) = clamp {
                     y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
                 }
-                let first = (self.block * CHANNEL_PANEL + v * LANES) * pixels + start + p;
                 let mask = self.masks[v];
+                if LANES_OUT {
+                    let at = ((self.block * PANEL_VECTORS + v) * pixels + start + p) * LANES;
+                    // SAFETY: register `at / 16` of the lanes output (and
+                    // residual) holds these sixteen channels at this pixel.
+                    unsafe {
+                        if let Some(residual) = conv.residual {
+                            let res = _mm512_maskz_loadu_ps(mask, residual.as_ptr().add(at));
+                            y = _mm512_add_ps(y, res);
+                        }
+                        _mm512_mask_storeu_ps(output.as_mut_ptr().add(at), mask, y);
+                    }
+                    continue;
+                }
+                let first = (self.block * CHANNEL_PANEL + v * LANES) * pixels + start + p;
                 // SAFETY: lane i addresses `first + i * pixels`, output
                 // channel `block * 48 + v * 16 + i` at pixel `start + p`:
                 // inside the `[cout, pixels]` residual and output for the
