@@ -7,7 +7,9 @@ use std::io::Cursor;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
-use jpeg_decoder::{Decoder, PixelFormat};
+use jpeg_decoder::{CodingProcess, Decoder, ImageInfo, PixelFormat};
+
+use crate::jpeg_dc_scans::without_ac_scans;
 
 /// By how much [`decode_scaled`] shrinks each side of a `width` x `height`
 /// JPEG (1, 2, 4 or 8): jpeg-decoder's choice of IDCT size for a shorter
@@ -41,25 +43,34 @@ pub fn decode_scaled(
     if width.min(height) < min_shorter.saturating_mul(2) {
         return None;
     }
-    let mut decoder = Decoder::new(Cursor::new(bytes));
-    decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
-    decoder.read_info().ok()?;
-    let info = decoder.info()?;
+    // jpeg-decoder picks the smallest scale reaching the request on *either*
+    // axis, so only the shorter axis is constrained.
+    let target = u16::try_from(min_shorter).ok()?;
+    let request = if width <= height {
+        (target, u16::MAX)
+    } else {
+        (u16::MAX, target)
+    };
+    let (decoder, info, size) = open(bytes, max_alloc, request)?;
     if !matches!(
         info.pixel_format,
         PixelFormat::RGB24 | PixelFormat::L8 | PixelFormat::CMYK32
     ) {
         return None;
     }
-    // jpeg-decoder picks the smallest scale reaching the request on *either*
-    // axis, so only the shorter axis is constrained.
-    let target = u16::try_from(min_shorter).ok()?;
-    let (request_w, request_h) = if width <= height {
-        (target, u16::MAX)
-    } else {
-        (u16::MAX, target)
+    // At 1/8 scale a progressive JPEG gives the same pixels without its AC
+    // scans, most of its decoding time (crate::jpeg_dc_scans).
+    let eighth = (u32::from(size.0), u32::from(size.1)) == (width.div_ceil(8), height.div_ceil(8));
+    let dc_scans = (eighth && info.coding_process == CodingProcess::DctProgressive)
+        .then(|| without_ac_scans(bytes))
+        .flatten();
+    let (mut decoder, (out_w, out_h)) = match &dc_scans {
+        Some(dc_scans) => {
+            let (decoder, _, size) = open(dc_scans, max_alloc, request)?;
+            (decoder, size)
+        }
+        None => (decoder, size),
     };
-    let (out_w, out_h) = decoder.scale(request_w, request_h).ok()?;
     let pixels = decoder.decode().ok()?;
     let (out_w, out_h) = (u32::from(out_w), u32::from(out_h));
     if out_w.min(out_h) < min_shorter {
@@ -80,6 +91,21 @@ pub fn decode_scaled(
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     })
+}
+
+/// A decoder of `bytes` with its header read and its scale set for
+/// `request` (width, height), the header's facts and the output size.
+fn open(
+    bytes: &[u8],
+    max_alloc: u64,
+    (request_w, request_h): (u16, u16),
+) -> Option<(Decoder<Cursor<&[u8]>>, ImageInfo, (u16, u16))> {
+    let mut decoder = Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    let size = decoder.scale(request_w, request_h).ok()?;
+    Some((decoder, info, size))
 }
 
 /// jpeg-decoder's CMYK (ink amounts: it undoes Adobe's inverted samples,
