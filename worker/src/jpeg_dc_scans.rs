@@ -103,7 +103,7 @@ fn first_coefficient(sos: &[u8]) -> Option<u8> {
 /// Where the entropy-coded data starting at `from` ends: the next marker
 /// other than a stuffed zero (0xFF 0x00) or a restart marker inside the
 /// data.
-fn end_of_entropy_coded_data(jpeg: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn end_of_entropy_coded_data(jpeg: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     loop {
         at += memchr::memchr(0xFF, jpeg.get(at..)?)?;

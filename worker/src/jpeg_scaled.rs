@@ -10,6 +10,7 @@ use image::{DynamicImage, GrayImage, RgbImage};
 use jpeg_decoder::{CodingProcess, Decoder, ImageInfo, PixelFormat};
 
 use crate::jpeg_dc_scans::without_ac_scans;
+use crate::jpeg_eighth;
 
 /// By how much [`decode_scaled`] shrinks each side of a `width` x `height`
 /// JPEG (1, 2, 4 or 8): jpeg-decoder's choice of IDCT size for a shorter
@@ -58,20 +59,39 @@ pub fn decode_scaled(
     ) {
         return None;
     }
-    // At 1/8 scale a progressive JPEG gives the same pixels without its AC
-    // scans, most of its decoding time (crate::jpeg_dc_scans).
     let eighth = (u32::from(size.0), u32::from(size.1)) == (width.div_ceil(8), height.div_ceil(8));
-    let dc_scans = (eighth && info.coding_process == CodingProcess::DctProgressive)
-        .then(|| without_ac_scans(bytes))
-        .flatten();
-    let (mut decoder, (out_w, out_h)) = match &dc_scans {
-        Some(dc_scans) => {
-            let (decoder, _, size) = open(dc_scans, max_alloc, request)?;
-            (decoder, size)
+    // At 1/8 scale, gray and YCbCr JPEGs go through our DC-only decoder
+    // (crate::jpeg_eighth), which gives jpeg-decoder's pixels.
+    let own = eighth
+        .then(|| jpeg_eighth::decode(bytes))
+        .flatten()
+        .filter(|own| {
+            (own.width, own.height) == (u32::from(size.0), u32::from(size.1))
+                && usize::from(own.channels) == info.pixel_format.pixel_bytes()
+        });
+    // EXIF as read with the header (it comes before the frame), or after
+    // a whole decode, which also finds it anywhere else.
+    let mut exif = decoder.exif_data().map(<[u8]>::to_vec);
+    let (pixels, (out_w, out_h)) = match own {
+        Some(own) => (own.pixels, size),
+        None => {
+            // Else, at 1/8 scale, a progressive JPEG gives jpeg-decoder
+            // the same pixels without its AC scans (crate::jpeg_dc_scans).
+            let dc_scans = (eighth && info.coding_process == CodingProcess::DctProgressive)
+                .then(|| without_ac_scans(bytes))
+                .flatten();
+            let (mut decoder, size) = match &dc_scans {
+                Some(dc_scans) => {
+                    let (decoder, _, size) = open(dc_scans, max_alloc, request)?;
+                    (decoder, size)
+                }
+                None => (decoder, size),
+            };
+            let pixels = decoder.decode().ok()?;
+            exif = decoder.exif_data().map(<[u8]>::to_vec);
+            (pixels, size)
         }
-        None => (decoder, size),
     };
-    let pixels = decoder.decode().ok()?;
     let (out_w, out_h) = (u32::from(out_w), u32::from(out_h));
     if out_w.min(out_h) < min_shorter {
         return None;
@@ -84,7 +104,7 @@ pub fn decode_scaled(
         _ => DynamicImage::ImageLuma8(GrayImage::from_raw(out_w, out_h, pixels)?),
     };
     let mut image = image;
-    if let Some(orientation) = decoder.exif_data().and_then(Orientation::from_exif_chunk) {
+    if let Some(orientation) = exif.as_deref().and_then(Orientation::from_exif_chunk) {
         image.apply_orientation(orientation);
     }
     Some(match image {
@@ -93,13 +113,12 @@ pub fn decode_scaled(
     })
 }
 
-/// A decoder of `bytes` with its header read and its scale set for
-/// `request` (width, height), the header's facts and the output size.
-fn open(
-    bytes: &[u8],
-    max_alloc: u64,
-    (request_w, request_h): (u16, u16),
-) -> Option<(Decoder<Cursor<&[u8]>>, ImageInfo, (u16, u16))> {
+/// A jpeg-decoder with its header read and its scale set: the header's
+/// facts and the output size.
+type Opened<'a> = (Decoder<Cursor<&'a [u8]>>, ImageInfo, (u16, u16));
+
+/// [`Opened`] for `bytes`, scaled for `request` (width, height).
+fn open(bytes: &[u8], max_alloc: u64, (request_w, request_h): (u16, u16)) -> Option<Opened<'_>> {
     let mut decoder = Decoder::new(Cursor::new(bytes));
     decoder.set_max_decoding_buffer_size(usize::try_from(max_alloc).unwrap_or(usize::MAX));
     decoder.read_info().ok()?;

@@ -243,13 +243,19 @@ fn cmyk_jpegs_shrink_while_decoding_in_the_general_decoders_colours() {
     assert!(mean_difference(&shrunk, &reference) < 4.0);
 }
 
-/// `png` with an eXIf chunk (EXIF orientation `orientation`) after IHDR.
-fn with_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
-    // Big-endian TIFF header, one IFD entry: tag 0x0112 (orientation),
-    // type SHORT, count 1, the value left-aligned in its 4 bytes.
+/// EXIF data saying `orientation`: a big-endian TIFF header, one IFD
+/// entry: tag 0x0112 (orientation), type SHORT, count 1, the value
+/// left-aligned in its 4 bytes.
+fn exif_orientation(orientation: u16) -> Vec<u8> {
     let mut exif = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
     exif.extend_from_slice(&orientation.to_be_bytes());
     exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    exif
+}
+
+/// `png` with an eXIf chunk (EXIF orientation `orientation`) after IHDR.
+fn with_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
+    let exif = exif_orientation(orientation);
     let mut chunk = b"eXIf".to_vec();
     chunk.extend_from_slice(&exif);
     // Signature (8) + IHDR (4 length + 4 type + 13 data + 4 CRC).
@@ -270,6 +276,32 @@ fn exif_rotation_is_applied_after_the_conversion_to_rgb() {
         let upright = decode(&png, Some(256)).unwrap();
         let turned = decode(&with_exif_orientation(&png, 6), Some(256)).unwrap();
         assert_eq!(turned.dimensions(), (150, 200), "{name}");
+        assert_eq!(turned, image::imageops::rotate90(&upright), "{name}");
+    }
+}
+
+/// `jpeg` with an APP1 Exif segment (EXIF orientation `orientation`)
+/// right after SOI.
+fn jpeg_with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut payload = b"Exif\0\0".to_vec();
+    payload.extend_from_slice(&exif_orientation(orientation));
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&(payload.len() as u16 + 2).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// JPEGs shrunk 8 times go through our DC-only decoder (baseline and
+/// progressive) and keep their EXIF turn.
+#[test]
+fn jpegs_at_an_eighth_are_turned_as_their_exif_says() {
+    for name in ["baseline.jpg", "progressive.jpg"] {
+        let jpeg = fixture(name);
+        let upright = decode(&jpeg, Some(16)).unwrap();
+        assert_eq!(upright.dimensions(), (25, 19), "{name}: 1/8 of 200x150");
+        let turned = decode(&jpeg_with_exif_orientation(&jpeg, 6), Some(16)).unwrap();
         assert_eq!(turned, image::imageops::rotate90(&upright), "{name}");
     }
 }

@@ -1,0 +1,907 @@
+//! Big JPEGs at 1/8 scale from their DC coefficients alone, the same pixels
+//! jpeg-decoder gives at that scale, without its machinery.
+//!
+//! At 1/8 scale every 8x8 block becomes one pixel, its DC coefficient
+//! dequantised and level-shifted. jpeg-decoder still keeps all 64
+//! coefficients of every block, hands each component's rows to a thread of
+//! its own through a channel (a fifth of a big JPEG's decode on one core is
+//! that hand-off), and for a progressive JPEG decodes every AC scan. Here
+//! the Huffman decoder walks a baseline scan's AC coefficients without
+//! storing them, a progressive JPEG's AC scans are skipped whole, and the
+//! DC values go straight into one byte per block. Upsampling and colour
+//! conversion are jpeg-decoder's own formulas, so the output is the same to
+//! the bit (tested against it).
+//!
+//! Only the common case: 8-bit Huffman-coded baseline or progressive
+//! frames, gray or YCbCr (JFIF-style component ids, no Adobe segment),
+//! sampling factors of 1 or 2. Anything else, and any stream this decoder
+//! finds malformed, gives `None`, and the caller uses jpeg-decoder.
+
+use crate::jpeg_dc_scans::end_of_entropy_coded_data;
+
+/// A decoded image: `channels` (1 or 3) bytes per pixel, rows packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eighth {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes `jpeg` at 1/8 scale (each side `ceil(side / 8)`), or `None`
+/// (module docs).
+pub fn decode(jpeg: &[u8]) -> Option<Eighth> {
+    let mut decoder = Decoder::default();
+    decoder.run(jpeg)?;
+    decoder.image()
+}
+
+#[derive(Debug, Clone)]
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    quant: usize,
+    /// Pixels at 1/8 scale: jpeg-decoder's `size`.
+    width: usize,
+    height: usize,
+    /// Blocks per row and rows of blocks, padded to whole MCUs: the
+    /// stride and height of `dc`.
+    blocks_w: usize,
+    blocks_h: usize,
+    /// Each block's DC coefficient, as jpeg-decoder stores it (i16).
+    dc: Vec<i16>,
+}
+
+#[derive(Debug, Default)]
+struct Decoder {
+    width: usize,
+    height: usize,
+    progressive: bool,
+    components: Vec<Component>,
+    mcus_x: usize,
+    mcus_y: usize,
+    /// Quantisation tables' first (DC) entries.
+    quant_dc: [Option<u16>; 4],
+    dc_tables: [Option<Huffman>; 4],
+    ac_tables: [Option<Huffman>; 4],
+    restart_interval: usize,
+    /// Signs of a colour interpretation jpeg-decoder would not read as
+    /// YCbCr: an Adobe segment.
+    adobe: bool,
+    jfif: bool,
+    ended: bool,
+}
+
+impl Decoder {
+    fn run(&mut self, jpeg: &[u8]) -> Option<()> {
+        if jpeg.get(..2)? != [0xFF, 0xD8] {
+            return None;
+        }
+        let mut at = 2;
+        loop {
+            if *jpeg.get(at)? != 0xFF {
+                return None;
+            }
+            while *jpeg.get(at + 1)? == 0xFF {
+                at += 1;
+            }
+            let code = jpeg[at + 1];
+            match code {
+                0xD9 => {
+                    self.ended = true;
+                    return Some(());
+                }
+                0x01 | 0xD0..=0xD7 => {
+                    at += 2;
+                    continue;
+                }
+                _ => {}
+            }
+            let length = usize::from(u16::from_be_bytes([*jpeg.get(at + 2)?, *jpeg.get(at + 3)?]));
+            if length < 2 {
+                return None;
+            }
+            let body = jpeg.get(at + 4..at + 2 + length)?;
+            at += 2 + length;
+            match code {
+                0xC0..=0xC2 => self.frame(body, code == 0xC2)?,
+                // Any other frame kind (lossless, arithmetic, hierarchical).
+                0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+                0xC4 => self.huffman_tables(body)?,
+                0xDB => self.quantisation_tables(body)?,
+                0xDD => {
+                    self.restart_interval =
+                        usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]))
+                }
+                0xE0 if body.starts_with(b"JFIF\0") => self.jfif = true,
+                0xEE if body.starts_with(b"Adobe") => self.adobe = true,
+                0xDA => {
+                    let end = end_of_entropy_coded_data(jpeg, at)?;
+                    self.scan(body, &jpeg[at..end])?;
+                    at = end;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn frame(&mut self, body: &[u8], progressive: bool) -> Option<()> {
+        if !self.components.is_empty() || *body.first()? != 8 {
+            return None;
+        }
+        self.progressive = progressive;
+        self.height = usize::from(u16::from_be_bytes([*body.get(1)?, *body.get(2)?]));
+        self.width = usize::from(u16::from_be_bytes([*body.get(3)?, *body.get(4)?]));
+        let count = usize::from(*body.get(5)?);
+        if self.width == 0 || self.height == 0 || !matches!(count, 1 | 3) {
+            return None;
+        }
+        let mut components = Vec::with_capacity(count);
+        for c in body.get(6..6 + 3 * count)?.chunks_exact(3) {
+            let (h, v) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
+            if !matches!(h, 1 | 2) || !matches!(v, 1 | 2) || c[2] > 3 {
+                return None;
+            }
+            components.push(Component {
+                id: c[0],
+                h,
+                v,
+                quant: usize::from(c[2]),
+                width: 0,
+                height: 0,
+                blocks_w: 0,
+                blocks_h: 0,
+                dc: Vec::new(),
+            });
+        }
+        let h_max = components.iter().map(|c| c.h).max()?;
+        let v_max = components.iter().map(|c| c.v).max()?;
+        // jpeg-decoder's component sizes at IDCT size 1.
+        self.mcus_x = self.width.div_ceil(h_max * 8);
+        self.mcus_y = self.height.div_ceil(v_max * 8);
+        for c in &mut components {
+            c.width = (self.width * c.h).div_ceil(h_max * 8);
+            c.height = (self.height * c.v).div_ceil(v_max * 8);
+            c.blocks_w = self.mcus_x * c.h;
+            c.blocks_h = self.mcus_y * c.v;
+            c.dc = vec![0; c.blocks_w * c.blocks_h];
+        }
+        self.components = components;
+        Some(())
+    }
+
+    fn quantisation_tables(&mut self, mut body: &[u8]) -> Option<()> {
+        while let Some(&pq_tq) = body.first() {
+            let (precision, table) = (pq_tq >> 4, usize::from(pq_tq & 15));
+            if table > 3 {
+                return None;
+            }
+            // The first entry (in zigzag order, which starts at DC).
+            let (dc, len) = match precision {
+                0 => (u16::from(*body.get(1)?), 64),
+                1 => (u16::from_be_bytes([*body.get(1)?, *body.get(2)?]), 128),
+                _ => return None,
+            };
+            if dc == 0 {
+                return None;
+            }
+            self.quant_dc[table] = Some(dc);
+            body = body.get(1 + len..)?;
+        }
+        Some(())
+    }
+
+    fn huffman_tables(&mut self, mut body: &[u8]) -> Option<()> {
+        while let Some(&tc_th) = body.first() {
+            let (class, index) = (tc_th >> 4, usize::from(tc_th & 15));
+            if class > 1 || index > 3 {
+                return None;
+            }
+            let counts: [u8; 16] = body.get(1..17)?.try_into().ok()?;
+            let total: usize = counts.iter().map(|&n| usize::from(n)).sum();
+            let symbols = body.get(17..17 + total)?;
+            let table = Huffman::new(&counts, symbols)?;
+            if class == 0 {
+                self.dc_tables[index] = Some(table);
+            } else {
+                self.ac_tables[index] = Some(table);
+            }
+            body = &body[17 + total..];
+        }
+        Some(())
+    }
+
+    fn scan(&mut self, header: &[u8], data: &[u8]) -> Option<()> {
+        if self.components.is_empty() {
+            return None;
+        }
+        let count = usize::from(*header.first()?);
+        let selectors = header.get(1..1 + 2 * count)?;
+        let &[ss, se, ahl] = header.get(1 + 2 * count..4 + 2 * count)? else {
+            return None;
+        };
+        let (ah, al) = (ahl >> 4, ahl & 15);
+        if self.progressive && ss > 0 {
+            // An AC scan: nothing at 1/8 scale reads it.
+            return Some(());
+        }
+        if !self.progressive && (ss != 0 || se != 63 || ahl != 0) {
+            return None;
+        }
+        if self.progressive && (se != 0 || al > 13) {
+            return None;
+        }
+        let mut members = Vec::with_capacity(count);
+        for pair in selectors.chunks_exact(2) {
+            let index = self.components.iter().position(|c| c.id == pair[0])?;
+            let (dc, ac) = (usize::from(pair[1] >> 4), usize::from(pair[1] & 15));
+            if dc > 3 || ac > 3 || members.iter().any(|m: &Member| m.index == index) {
+                return None;
+            }
+            let refining = self.progressive && ah > 0;
+            let dc_table = if refining {
+                None
+            } else {
+                Some(self.dc_tables[dc].clone()?)
+            };
+            let ac_table = if self.progressive {
+                None
+            } else {
+                Some(self.ac_tables[ac].clone()?)
+            };
+            members.push(Member {
+                index,
+                dc_table,
+                ac_table,
+                predictor: 0,
+            });
+        }
+        if members.is_empty() {
+            return None;
+        }
+        let mode = match (self.progressive, ah) {
+            (false, _) => Mode::Baseline,
+            (true, 0) => Mode::DcFirst { al },
+            (true, _) => Mode::DcRefine { al },
+        };
+        ScanDecoder {
+            components: &mut self.components,
+            members,
+            mode,
+            bits: Bits::new(data),
+            restart_interval: self.restart_interval,
+        }
+        .run(self.mcus_x, self.mcus_y)
+    }
+
+    fn image(&self) -> Option<Eighth> {
+        if !self.ended || self.components.is_empty() {
+            return None;
+        }
+        let planes: Vec<Vec<u8>> = self
+            .components
+            .iter()
+            .map(|c| {
+                let q = i32::from(self.quant_dc[c.quant]?);
+                Some(c.dc.iter().map(|&dc| idct_1x1(dc, q)).collect())
+            })
+            .collect::<Option<_>>()?;
+        let (width, height) = (self.width.div_ceil(8), self.height.div_ceil(8));
+        let pixels = if self.components.len() == 1 {
+            let c = &self.components[0];
+            let mut gray = Vec::with_capacity(c.width * c.height);
+            for row in planes[0].chunks_exact(c.blocks_w).take(c.height) {
+                gray.extend_from_slice(&row[..c.width]);
+            }
+            gray
+        } else {
+            // jpeg-decoder reads three components as YCbCr when their ids
+            // are 1, 2, 3 or a JFIF segment says so, and no Adobe segment
+            // says otherwise; anything else is left to it.
+            let ids: Vec<u8> = self.components.iter().map(|c| c.id).collect();
+            let ycbcr = ids == [1, 2, 3]
+                || (self.jfif && !matches!(ids[..], [1, 34, 35] | [82, 71, 66] | [114, 103, 98]));
+            if !ycbcr || self.adobe {
+                return None;
+            }
+            upsample_to_rgb(&self.components, &planes, width, height)
+        };
+        Some(Eighth {
+            width: u32::try_from(width).ok()?,
+            height: u32::try_from(height).ok()?,
+            channels: u8::try_from(self.components.len()).ok()?,
+            pixels,
+        })
+    }
+}
+
+/// jpeg-decoder's `dequantize_and_idct_block_1x1`.
+fn idct_1x1(dc: i16, quant: i32) -> u8 {
+    let s0 = (i32::from(dc).wrapping_mul(quant).wrapping_add(128 * 8)) / 8;
+    s0.clamp(0, 255) as u8
+}
+
+/// Every output row: each component upsampled (jpeg-decoder's upsamplers,
+/// chosen as it chooses them), then converted to RGB.
+fn upsample_to_rgb(
+    components: &[Component],
+    planes: &[Vec<u8>],
+    width: usize,
+    height: usize,
+) -> Vec<u8> {
+    let h_max = components.iter().map(|c| c.h).max().unwrap_or(1);
+    let v_max = components.iter().map(|c| c.v).max().unwrap_or(1);
+    let line = components.iter().map(|c| c.width).max().unwrap_or(0) * h_max;
+    let mut lines = vec![vec![0u8; line]; components.len()];
+    let mut rgb = vec![0u8; width * height * 3];
+    #[cfg(target_arch = "x86_64")]
+    let ssse3 = std::arch::is_x86_feature_detected!("ssse3");
+    #[cfg(not(target_arch = "x86_64"))]
+    let ssse3 = false;
+    for (row, out) in rgb.chunks_exact_mut(width * 3).enumerate() {
+        for ((c, plane), buffer) in components.iter().zip(planes).zip(&mut lines) {
+            let h1 = c.h == h_max || width == 1;
+            let v1 = c.v == v_max || height == 1;
+            let (h2, v2) = (c.h * 2 == h_max, c.v * 2 == v_max);
+            let input = Plane {
+                data: plane,
+                width: c.width,
+                height: c.height,
+                stride: c.blocks_w,
+            };
+            match (h1, v1, h2, v2) {
+                (true, true, _, _) => input.h1v1(row, width, buffer),
+                (false, true, true, _) => input.h2v1(row, buffer),
+                (true, false, _, true) => input.h1v2(row, width, buffer),
+                (false, false, true, true) => input.h2v2(row, buffer),
+                _ => input.nearest(row, h_max / c.h, v_max / c.v, buffer),
+            }
+        }
+        // jpeg-decoder converts all but the last 8 to 15 pixels of a row
+        // with its SSSE3 routine where the CPU has it, the rest with its
+        // scalar one; they round differently.
+        let vector_pixels = if ssse3 {
+            (width / 8).saturating_sub(1) * 8
+        } else {
+            0
+        };
+        for (x, pixel) in out.chunks_exact_mut(3).enumerate() {
+            let (y, cb, cr) = (lines[0][x], lines[1][x], lines[2][x]);
+            pixel.copy_from_slice(&if x < vector_pixels {
+                ycbcr_to_rgb_ssse3(y, cb, cr)
+            } else {
+                ycbcr_to_rgb(y, cb, cr)
+            });
+        }
+    }
+    rgb
+}
+
+/// jpeg-decoder's SSSE3 YCbCr to RGB, one pixel: 16-bit lanes with 6
+/// fraction bits, saturating adds and `mulhrs`.
+fn ycbcr_to_rgb_ssse3(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    const SHIFT: i32 = 6;
+    let sat = |v: i32| v.clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+    let mulhrs = |a: i32, b: i32| (a * b + (1 << 14)) >> 15;
+    let y = sat((i32::from(y) << SHIFT) + ((1 << SHIFT) >> 1));
+    let cb = sat((i32::from(cb) << SHIFT) - (128 << SHIFT));
+    let cr = sat((i32::from(cr) << SHIFT) - (128 << SHIFT));
+    let cr_140200 = sat(mulhrs(cr, 13173) + cr);
+    let cb_034414 = mulhrs(cb, 11276);
+    let cr_071414 = mulhrs(cr, 23401);
+    let cb_177200 = sat(mulhrs(cb, 25297) + cb);
+    let r = sat(y + cr_140200);
+    let g = sat(y - sat(cb_034414 + cr_071414));
+    let b = sat(y + cb_177200);
+    [r, g, b].map(|v| (v >> SHIFT).clamp(0, 255) as u8)
+}
+
+struct Plane<'a> {
+    data: &'a [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+}
+
+impl Plane<'_> {
+    fn row(&self, y: usize) -> &[u8] {
+        &self.data[y * self.stride..]
+    }
+
+    fn h1v1(&self, row: usize, out_width: usize, out: &mut [u8]) {
+        out[..out_width].copy_from_slice(&self.row(row)[..out_width]);
+    }
+
+    fn h2v1(&self, row: usize, out: &mut [u8]) {
+        let input = self.row(row);
+        let w = self.width;
+        if w == 1 {
+            out[0] = input[0];
+            out[1] = input[0];
+            return;
+        }
+        let at = |i: usize| u32::from(input[i]);
+        out[0] = input[0];
+        out[1] = ((at(0) * 3 + at(1) + 2) >> 2) as u8;
+        for i in 1..w - 1 {
+            let sample = 3 * at(i) + 2;
+            out[i * 2] = ((sample + at(i - 1)) >> 2) as u8;
+            out[i * 2 + 1] = ((sample + at(i + 1)) >> 2) as u8;
+        }
+        out[(w - 1) * 2] = ((at(w - 1) * 3 + at(w - 2) + 2) >> 2) as u8;
+        out[(w - 1) * 2 + 1] = input[w - 1];
+    }
+
+    /// The rows a vertically doubled output row blends: jpeg-decoder's
+    /// float arithmetic, kept as it is so the rows chosen are its rows.
+    fn near_far(&self, row: usize) -> (&[u8], &[u8]) {
+        let row_near = row as f32 / 2.0;
+        let row_far = (row_near + row_near.fract() * 3.0 - 0.25).min((self.height - 1) as f32);
+        (self.row(row_near as usize), self.row(row_far as usize))
+    }
+
+    fn h1v2(&self, row: usize, out_width: usize, out: &mut [u8]) {
+        let (near, far) = self.near_far(row);
+        for ((o, n), f) in out[..out_width]
+            .iter_mut()
+            .zip(&near[..out_width])
+            .zip(&far[..out_width])
+        {
+            *o = ((3 * u32::from(*n) + u32::from(*f) + 2) >> 2) as u8;
+        }
+    }
+
+    fn h2v2(&self, row: usize, out: &mut [u8]) {
+        let (near, far) = self.near_far(row);
+        let w = self.width;
+        let t = |i: usize| 3 * u32::from(near[i]) + u32::from(far[i]);
+        if w == 1 {
+            let value = ((t(0) + 2) >> 2) as u8;
+            out[0] = value;
+            out[1] = value;
+            return;
+        }
+        let mut t1 = t(0);
+        out[0] = ((t1 + 2) >> 2) as u8;
+        for i in 1..w {
+            let t0 = t1;
+            t1 = t(i);
+            out[i * 2 - 1] = ((3 * t0 + t1 + 8) >> 4) as u8;
+            out[i * 2] = ((3 * t1 + t0 + 8) >> 4) as u8;
+        }
+        out[w * 2 - 1] = ((t1 + 2) >> 2) as u8;
+    }
+
+    fn nearest(&self, row: usize, h_scale: usize, v_scale: usize, out: &mut [u8]) {
+        let input = &self.row(row / v_scale)[..self.width];
+        for (chunk, value) in out.chunks_mut(h_scale).zip(input) {
+            chunk.fill(*value);
+        }
+    }
+}
+
+/// jpeg-decoder's fixed-point YCbCr to RGB.
+fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    const SHIFT: i32 = 20;
+    const HALF: i32 = 1 << (SHIFT - 1);
+    let fixed = |x: f32| (x * (1 << SHIFT) as f32 + 0.5) as i32;
+    let clamp = |v: i32| (v >> SHIFT).clamp(0, 255) as u8;
+    let y = i32::from(y) * (1 << SHIFT) + HALF;
+    let (cb, cr) = (i32::from(cb) - 128, i32::from(cr) - 128);
+    [
+        clamp(y + fixed(1.40200) * cr),
+        clamp(y - fixed(0.34414) * cb - fixed(0.71414) * cr),
+        clamp(y + fixed(1.77200) * cb),
+    ]
+}
+
+/// What a scan does to each block it codes.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// DC and AC of each block (the AC only walked past).
+    Baseline,
+    /// A progressive DC scan's first bits.
+    DcFirst { al: u8 },
+    /// One more bit of each DC coefficient.
+    DcRefine { al: u8 },
+}
+
+struct Member {
+    index: usize,
+    dc_table: Option<Huffman>,
+    ac_table: Option<Huffman>,
+    predictor: i16,
+}
+
+struct ScanDecoder<'a> {
+    components: &'a mut [Component],
+    members: Vec<Member>,
+    mode: Mode,
+    bits: Bits<'a>,
+    restart_interval: usize,
+}
+
+impl ScanDecoder<'_> {
+    fn run(mut self, mcus_x: usize, mcus_y: usize) -> Option<()> {
+        // One component alone is coded block by block over its own extent
+        // (no MCU padding): as many blocks as it has pixels at 1/8 scale.
+        // Several are interleaved MCU by MCU.
+        let (units_x, units_y) = if self.members.len() == 1 {
+            let c = &self.components[self.members[0].index];
+            (c.width, c.height)
+        } else {
+            (mcus_x, mcus_y)
+        };
+        let units = units_x * units_y;
+        for unit in 0..units {
+            if self.restart_interval > 0 && unit > 0 && unit % self.restart_interval == 0 {
+                self.bits.restart()?;
+                for m in &mut self.members {
+                    m.predictor = 0;
+                }
+            }
+            let (ux, uy) = (unit % units_x, unit / units_x);
+            if self.members.len() == 1 {
+                self.block(0, uy, ux)?;
+            } else {
+                for m in 0..self.members.len() {
+                    let c = &self.components[self.members[m].index];
+                    let (h, v) = (c.h, c.v);
+                    for by in 0..v {
+                        for bx in 0..h {
+                            self.block(m, uy * v + by, ux * h + bx)?;
+                        }
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+
+    fn block(&mut self, member: usize, by: usize, bx: usize) -> Option<()> {
+        let m = &mut self.members[member];
+        let c = &mut self.components[m.index];
+        let dc = c.dc.get_mut(by * c.blocks_w + bx)?;
+        match self.mode {
+            Mode::DcRefine { al } => {
+                if self.bits.bits(1)? == 1 {
+                    *dc |= 1 << al;
+                }
+                return Some(());
+            }
+            Mode::Baseline | Mode::DcFirst { .. } => {
+                let size = self.bits.decode(m.dc_table.as_ref()?)?;
+                if size > 11 {
+                    return None;
+                }
+                let diff = self.bits.receive_extend(size)?;
+                m.predictor = m.predictor.wrapping_add(diff);
+                let al = match self.mode {
+                    Mode::DcFirst { al } => al,
+                    _ => 0,
+                };
+                *dc = m.predictor << al;
+            }
+        }
+        if let Some(ac) = &m.ac_table {
+            let mut k = 1;
+            while k < 64 {
+                let rs = self.bits.decode(ac)?;
+                let (run, size) = (usize::from(rs >> 4), rs & 15);
+                if size == 0 {
+                    if run == 15 {
+                        k += 16;
+                        continue;
+                    }
+                    break;
+                }
+                k += run;
+                if k >= 64 {
+                    break;
+                }
+                self.bits.skip(size)?;
+                k += 1;
+            }
+        }
+        Some(())
+    }
+}
+
+/// A canonical Huffman table: a 9-bit lookahead for the short codes, the
+/// code ranges per length for the rest.
+#[derive(Debug, Clone)]
+struct Huffman {
+    /// `(length << 8) | symbol` for codes of up to LOOKAHEAD bits, 0 for
+    /// longer ones.
+    fast: Box<[u16; 1 << LOOKAHEAD]>,
+    /// Per length 1..=16: the largest code (exclusive end), and the index of
+    /// its first symbol minus its first code.
+    max_code: [i32; 18],
+    offset: [i32; 17],
+    symbols: Vec<u8>,
+}
+
+const LOOKAHEAD: u32 = 9;
+
+impl Huffman {
+    fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Huffman> {
+        let mut fast = Box::new([0u16; 1 << LOOKAHEAD]);
+        let mut max_code = [-1i32; 18];
+        let mut offset = [0i32; 17];
+        let mut code = 0i32;
+        let mut k = 0usize;
+        for len in 1..=16 {
+            let n = usize::from(counts[len - 1]);
+            offset[len] = k as i32 - code;
+            for _ in 0..n {
+                // More codes of this length than it has: not a prefix code.
+                if code >= 1 << len {
+                    return None;
+                }
+                if len as u32 <= LOOKAHEAD {
+                    let shift = LOOKAHEAD - len as u32;
+                    let first = (code as usize) << shift;
+                    for entry in &mut fast[first..first + (1 << shift)] {
+                        *entry = ((len as u16) << 8) | u16::from(symbols[k]);
+                    }
+                }
+                code += 1;
+                k += 1;
+            }
+            max_code[len] = code;
+            code <<= 1;
+        }
+        max_code[17] = i32::MAX;
+        Some(Huffman {
+            fast,
+            max_code,
+            offset,
+            symbols: symbols.to_vec(),
+        })
+    }
+}
+
+/// The entropy-coded bits of one scan: stuffed zeros removed, restart
+/// markers taken at restarts, zeros past the end (like the decoders we
+/// match, which pad a scan cut short).
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+    acc: u64,
+    count: u32,
+    /// A marker (or the end) was reached: only zeros come in.
+    stopped: bool,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Bits {
+            data,
+            at: 0,
+            acc: 0,
+            count: 0,
+            stopped: false,
+        }
+    }
+
+    #[inline]
+    fn refill(&mut self) {
+        while self.count <= 56 {
+            let mut byte = 0;
+            if !self.stopped {
+                match self.data.get(self.at) {
+                    Some(0xFF) => {
+                        if self.data.get(self.at + 1) == Some(&0) {
+                            byte = 0xFF;
+                            self.at += 2;
+                        } else {
+                            self.stopped = true;
+                        }
+                    }
+                    Some(&b) => {
+                        byte = b;
+                        self.at += 1;
+                    }
+                    None => self.stopped = true,
+                }
+            }
+            self.acc |= u64::from(byte) << (56 - self.count);
+            self.count += 8;
+        }
+    }
+
+    #[inline]
+    fn bits(&mut self, n: u8) -> Option<i32> {
+        if n == 0 {
+            return Some(0);
+        }
+        if self.count < u32::from(n) {
+            self.refill();
+        }
+        let value = (self.acc >> (64 - u32::from(n))) as i32;
+        self.acc <<= n;
+        self.count -= u32::from(n);
+        Some(value)
+    }
+
+    #[inline]
+    fn skip(&mut self, n: u8) -> Option<()> {
+        self.bits(n).map(|_| ())
+    }
+
+    #[inline]
+    fn receive_extend(&mut self, size: u8) -> Option<i16> {
+        if size == 0 {
+            return Some(0);
+        }
+        let value = self.bits(size)?;
+        let value = if value < 1 << (size - 1) {
+            value - (1 << size) + 1
+        } else {
+            value
+        };
+        Some(value as i16)
+    }
+
+    #[inline]
+    fn decode(&mut self, table: &Huffman) -> Option<u8> {
+        if self.count < 16 {
+            self.refill();
+        }
+        let look = (self.acc >> (64 - LOOKAHEAD)) as usize;
+        let entry = table.fast[look];
+        if entry != 0 {
+            let len = (entry >> 8) as u8;
+            self.acc <<= len;
+            self.count -= u32::from(len);
+            return Some(entry as u8);
+        }
+        // Longer codes, one more bit at a time.
+        let mut code = (self.acc >> (64 - LOOKAHEAD)) as i32;
+        let mut len = LOOKAHEAD as usize;
+        while code >= table.max_code[len] {
+            len += 1;
+            if len > 16 {
+                return None;
+            }
+            code = (self.acc >> (64 - len)) as i32;
+        }
+        self.acc <<= len;
+        self.count -= len as u32;
+        table
+            .symbols
+            .get(usize::try_from(code + table.offset[len]).ok()?)
+            .copied()
+    }
+
+    /// At a restart: drop the bits left of this interval (the padding of
+    /// its last byte, which may not have been read yet), then the RSTn
+    /// marker that must follow.
+    fn restart(&mut self) -> Option<()> {
+        if self.data.get(self.at) != Some(&0xFF) {
+            self.at += 1;
+        }
+        if self.data.get(self.at) != Some(&0xFF)
+            || !matches!(self.data.get(self.at + 1), Some(0xD0..=0xD7))
+        {
+            return None;
+        }
+        self.at += 2;
+        self.acc = 0;
+        self.count = 0;
+        self.stopped = false;
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::path::Path;
+
+    use jpeg_decoder::Decoder;
+
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// jpeg-decoder at 1/8 scale: what [`decode`] must give.
+    fn reference(jpeg: &[u8]) -> Eighth {
+        let mut decoder = Decoder::new(Cursor::new(jpeg));
+        decoder.read_info().unwrap();
+        let info = decoder.info().unwrap();
+        let (width, height) = decoder.scale(info.width / 8, info.height / 8).unwrap();
+        let pixels = decoder.decode().unwrap();
+        Eighth {
+            width: u32::from(width),
+            height: u32::from(height),
+            channels: (pixels.len() / (usize::from(width) * usize::from(height))) as u8,
+            pixels,
+        }
+    }
+
+    /// Every layout this decoder takes, against jpeg-decoder, to the bit:
+    /// baseline 4:2:0, 4:2:2 with restart markers, 4:4:0, progressive
+    /// 4:2:0, 4:4:4 with restart markers, gray.
+    #[test]
+    fn eighth_scale_pixels_match_jpeg_decoder() {
+        for name in [
+            "baseline.jpg",
+            "baseline-422-restarts.jpg",
+            "baseline-440.jpg",
+            "progressive.jpg",
+            "progressive-restarts.jpg",
+            "progressive-gray.jpg",
+        ] {
+            let jpeg = fixture(name);
+            let want = reference(&jpeg);
+            let got = decode(&jpeg).unwrap_or_else(|| panic!("{name}: not decoded"));
+            assert_eq!(
+                (got.width, got.height, got.channels),
+                (want.width, want.height, want.channels),
+                "{name}"
+            );
+            let differ = got
+                .pixels
+                .iter()
+                .zip(&want.pixels)
+                .filter(|(g, w)| g != w)
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{name}: {differ} of {} bytes differ",
+                want.pixels.len()
+            );
+        }
+    }
+
+    /// Damaged tables and headers give `None`, never a panic: three
+    /// one-bit codes, a DHT cut short, a frame of zero width.
+    #[test]
+    fn broken_tables_are_refused() {
+        assert!(Huffman::new(
+            &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[1, 2, 3]
+        )
+        .is_none());
+        assert!(Huffman::new(
+            &[0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[1, 2, 3]
+        )
+        .is_some());
+        let jpeg = fixture("baseline.jpg");
+        let dht = jpeg.windows(2).position(|w| w == [0xFF, 0xC4]).unwrap();
+        let mut short = jpeg.clone();
+        short[dht + 3] = 10;
+        assert_eq!(decode(&short), None);
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut flat = jpeg.clone();
+        flat[sof + 7..sof + 9].copy_from_slice(&[0, 0]);
+        assert_eq!(decode(&flat), None);
+        // Every byte flipped in turn: no panic, whatever the answer.
+        for at in 0..jpeg.len() {
+            let mut flipped = jpeg.clone();
+            flipped[at] ^= 0x5A;
+            let _ = decode(&flipped);
+        }
+    }
+
+    #[test]
+    fn what_it_does_not_take_is_left_to_jpeg_decoder() {
+        // CMYK (four components, an Adobe segment), other formats, damage.
+        assert_eq!(decode(&fixture("cmyk.jpg")), None);
+        assert_eq!(decode(&fixture("progressive-cmyk.jpg")), None);
+        assert_eq!(decode(&fixture("rgba.png")), None);
+        let jpeg = fixture("baseline.jpg");
+        for cut in [2, 100, jpeg.len() / 2, jpeg.len() - 1] {
+            assert_eq!(decode(&jpeg[..cut]), None, "cut at {cut}");
+        }
+    }
+}
