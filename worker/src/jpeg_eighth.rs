@@ -12,14 +12,15 @@
 //! conversion are jpeg-decoder's own formulas, so the output is the same to
 //! the bit (tested against it).
 //!
-//! Only the common case: 8-bit Huffman-coded baseline or progressive
-//! frames, gray or YCbCr (JFIF-style component ids, no Adobe segment),
-//! sampling factors of 1 or 2. Anything else, and any stream this decoder
-//! finds malformed, gives `None`, and the caller uses jpeg-decoder.
+//! Only the common cases: 8-bit Huffman-coded baseline or progressive
+//! frames, gray, YCbCr or CMYK (as jpeg-decoder tells them apart), sampling
+//! factors of 1 or 2. Anything else (RGB, YCCK, ...), and any stream this
+//! decoder finds malformed, gives `None`, and the caller uses jpeg-decoder.
 
 use crate::jpeg_dc_scans::end_of_entropy_coded_data;
 
-/// A decoded image: `channels` (1 or 3) bytes per pixel, rows packed.
+/// A decoded image: `channels` bytes per pixel (gray, RGB, or CMYK as
+/// jpeg-decoder gives it: inverted), rows packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eighth {
     pub width: u32,
@@ -66,9 +67,8 @@ struct Decoder {
     dc_tables: [Option<Huffman>; 4],
     ac_tables: [Option<Huffman>; 4],
     restart_interval: usize,
-    /// Signs of a colour interpretation jpeg-decoder would not read as
-    /// YCbCr: an Adobe segment.
-    adobe: bool,
+    /// An Adobe segment's colour transform byte.
+    adobe: Option<u8>,
     jfif: bool,
     ended: bool,
 }
@@ -115,7 +115,9 @@ impl Decoder {
                         usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]))
                 }
                 0xE0 if body.starts_with(b"JFIF\0") => self.jfif = true,
-                0xEE if body.starts_with(b"Adobe") => self.adobe = true,
+                0xEE if body.len() >= 12 && body.starts_with(b"Adobe\0") => {
+                    self.adobe = Some(body[11]);
+                }
                 0xDA => {
                     let end = end_of_entropy_coded_data(jpeg, at)?;
                     self.scan(body, &jpeg[at..end])?;
@@ -134,7 +136,7 @@ impl Decoder {
         self.height = usize::from(u16::from_be_bytes([*body.get(1)?, *body.get(2)?]));
         self.width = usize::from(u16::from_be_bytes([*body.get(3)?, *body.get(4)?]));
         let count = usize::from(*body.get(5)?);
-        if self.width == 0 || self.height == 0 || !matches!(count, 1 | 3) {
+        if self.width == 0 || self.height == 0 || !matches!(count, 1 | 3 | 4) {
             return None;
         }
         let mut components = Vec::with_capacity(count);
@@ -296,16 +298,7 @@ impl Decoder {
             }
             gray
         } else {
-            // jpeg-decoder reads three components as YCbCr when their ids
-            // are 1, 2, 3 or a JFIF segment says so, and no Adobe segment
-            // says otherwise; anything else is left to it.
-            let ids: Vec<u8> = self.components.iter().map(|c| c.id).collect();
-            let ycbcr = ids == [1, 2, 3]
-                || (self.jfif && !matches!(ids[..], [1, 34, 35] | [82, 71, 66] | [114, 103, 98]));
-            if !ycbcr || self.adobe {
-                return None;
-            }
-            upsample_to_rgb(&self.components, &planes, width, height)
+            upsample_and_convert(&self.components, &planes, (width, height), self.color()?)
         };
         Some(Eighth {
             width: u32::try_from(width).ok()?,
@@ -316,6 +309,32 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// How jpeg-decoder reads the components (`determine_color_transform`),
+    /// for the readings this decoder converts; `None` for the others.
+    fn color(&self) -> Option<Color> {
+        let ids: Vec<u8> = self.components.iter().map(|c| c.id).collect();
+        match ids[..] {
+            [1, 2, 3] => return Some(Color::YCbCr),
+            [1, 34, 35] | [82, 71, 66] | [114, 103, 98] => return None,
+            [_, _, _] if self.jfif => return Some(Color::YCbCr),
+            _ => {}
+        }
+        match (self.adobe, ids.len()) {
+            (Some(0) | None, 4) => Some(Color::Cmyk),
+            (Some(1) | None, 3) => Some(Color::YCbCr),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Color {
+    YCbCr,
+    /// Four components, each inverted on the way out.
+    Cmyk,
+}
+
 /// jpeg-decoder's `dequantize_and_idct_block_1x1`.
 fn idct_1x1(dc: i16, quant: i32) -> u8 {
     let s0 = (i32::from(dc).wrapping_mul(quant).wrapping_add(128 * 8)) / 8;
@@ -323,23 +342,24 @@ fn idct_1x1(dc: i16, quant: i32) -> u8 {
 }
 
 /// Every output row: each component upsampled (jpeg-decoder's upsamplers,
-/// chosen as it chooses them), then converted to RGB.
-fn upsample_to_rgb(
+/// chosen as it chooses them), then converted to RGB, or CMYK inverted.
+fn upsample_and_convert(
     components: &[Component],
     planes: &[Vec<u8>],
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
+    color: Color,
 ) -> Vec<u8> {
     let h_max = components.iter().map(|c| c.h).max().unwrap_or(1);
     let v_max = components.iter().map(|c| c.v).max().unwrap_or(1);
     let line = components.iter().map(|c| c.width).max().unwrap_or(0) * h_max;
     let mut lines = vec![vec![0u8; line]; components.len()];
-    let mut rgb = vec![0u8; width * height * 3];
+    let channels = components.len();
+    let mut pixels = vec![0u8; width * height * channels];
     #[cfg(target_arch = "x86_64")]
     let ssse3 = std::arch::is_x86_feature_detected!("ssse3");
     #[cfg(not(target_arch = "x86_64"))]
     let ssse3 = false;
-    for (row, out) in rgb.chunks_exact_mut(width * 3).enumerate() {
+    for (row, out) in pixels.chunks_exact_mut(width * channels).enumerate() {
         for ((c, plane), buffer) in components.iter().zip(planes).zip(&mut lines) {
             let h1 = c.h == h_max || width == 1;
             let v1 = c.v == v_max || height == 1;
@@ -358,6 +378,14 @@ fn upsample_to_rgb(
                 _ => input.nearest(row, h_max / c.h, v_max / c.v, buffer),
             }
         }
+        if color == Color::Cmyk {
+            for (x, pixel) in out.chunks_exact_mut(4).enumerate() {
+                for (value, line) in pixel.iter_mut().zip(&lines) {
+                    *value = 255 - line[x];
+                }
+            }
+            continue;
+        }
         // jpeg-decoder converts all but the last 8 to 15 pixels of a row
         // with its SSSE3 routine where the CPU has it, the rest with its
         // scalar one; they round differently.
@@ -375,7 +403,7 @@ fn upsample_to_rgb(
             });
         }
     }
-    rgb
+    pixels
 }
 
 /// jpeg-decoder's SSSE3 YCbCr to RGB, one pixel: 16-bit lanes with 6
@@ -828,7 +856,8 @@ mod tests {
 
     /// Every layout this decoder takes, against jpeg-decoder, to the bit:
     /// baseline 4:2:0, 4:2:2 with restart markers, 4:4:0, progressive
-    /// 4:2:0, 4:4:4 with restart markers, gray.
+    /// 4:2:0, 4:4:4 with restart markers, gray; Adobe CMYK, baseline and
+    /// progressive.
     #[test]
     fn eighth_scale_pixels_match_jpeg_decoder() {
         for name in [
@@ -838,6 +867,8 @@ mod tests {
             "progressive.jpg",
             "progressive-restarts.jpg",
             "progressive-gray.jpg",
+            "cmyk.jpg",
+            "progressive-cmyk.jpg",
         ] {
             let jpeg = fixture(name);
             let want = reference(&jpeg);
@@ -895,9 +926,13 @@ mod tests {
 
     #[test]
     fn what_it_does_not_take_is_left_to_jpeg_decoder() {
-        // CMYK (four components, an Adobe segment), other formats, damage.
-        assert_eq!(decode(&fixture("cmyk.jpg")), None);
-        assert_eq!(decode(&fixture("progressive-cmyk.jpg")), None);
+        // YCCK (the CMYK fixture relabelled: Adobe transform 2), other
+        // formats, damage.
+        let mut ycck = fixture("cmyk.jpg");
+        let adobe = ycck.windows(6).position(|w| w == b"Adobe\0").unwrap();
+        ycck[adobe + 11] = 2;
+        assert_eq!(reference(&ycck).channels, 4, "jpeg-decoder takes it");
+        assert_eq!(decode(&ycck), None);
         assert_eq!(decode(&fixture("rgba.png")), None);
         let jpeg = fixture("baseline.jpg");
         for cut in [2, 100, jpeg.len() / 2, jpeg.len() - 1] {
