@@ -615,14 +615,28 @@ impl ScanDecoder<'_> {
         if let Some(ac) = &m.ac_table {
             let mut k = 1;
             while k < 64 {
+                // Most codes and their value bits at once (`Huffman::skips`).
+                self.bits.ensure(16);
+                let skip = ac.skips[self.bits.peek(SKIP_LOOKAHEAD)];
+                if skip != 0 {
+                    self.bits.consume(u32::from(skip & 15));
+                    if skip & SKIP_END != 0 {
+                        break;
+                    }
+                    k += usize::from(skip >> 4 & 31);
+                    continue;
+                }
                 let rs = self.bits.decode(ac)?;
                 let (run, size) = (usize::from(rs >> 4), rs & 15);
                 if size == 0 {
-                    if run == 15 {
-                        k += 16;
-                        continue;
+                    match run {
+                        15 => k += 16,
+                        // End of block; a run of them only in progressive
+                        // scans, which jpeg-decoder would carry over.
+                        0 => break,
+                        _ => return None,
                     }
-                    break;
+                    continue;
                 }
                 k += run;
                 if k >= 64 {
@@ -648,13 +662,21 @@ struct Huffman {
     max_code: [i32; 18],
     offset: [i32; 17],
     symbols: Vec<u8>,
+    /// For walking past AC coefficients: for the next SKIP_LOOKAHEAD
+    /// bits, when a code and its value bits fit in them, the bits to drop
+    /// (low 4 bits) and the coefficients passed (next 5; 16 for a run of
+    /// zeros), or SKIP_END for the end of the block; 0 otherwise.
+    skips: Box<[u16; 1 << SKIP_LOOKAHEAD]>,
 }
 
 const LOOKAHEAD: u32 = 9;
+const SKIP_LOOKAHEAD: u32 = 11;
+const SKIP_END: u16 = 1 << 9;
 
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Huffman> {
         let mut fast = Box::new([0u16; 1 << LOOKAHEAD]);
+        let mut skips = Box::new([0u16; 1 << SKIP_LOOKAHEAD]);
         let mut max_code = [-1i32; 18];
         let mut offset = [0i32; 17];
         let mut code = 0i32;
@@ -667,11 +689,28 @@ impl Huffman {
                 if code >= 1 << len {
                     return None;
                 }
+                let symbol = symbols[k];
                 if len as u32 <= LOOKAHEAD {
                     let shift = LOOKAHEAD - len as u32;
                     let first = (code as usize) << shift;
                     for entry in &mut fast[first..first + (1 << shift)] {
-                        *entry = ((len as u16) << 8) | u16::from(symbols[k]);
+                        *entry = ((len as u16) << 8) | u16::from(symbol);
+                    }
+                }
+                let (run, size) = (u16::from(symbol >> 4), u16::from(symbol & 15));
+                let skip = match (run, size) {
+                    (0, 0) => Some((len as u16, SKIP_END)),
+                    (15, 0) => Some((len as u16, 16 << 4)),
+                    (_, 0) => None,
+                    _ => Some((len as u16 + size, (run + 1) << 4)),
+                };
+                if let Some((bits, what)) =
+                    skip.filter(|&(bits, _)| u32::from(bits) <= SKIP_LOOKAHEAD)
+                {
+                    let shift = SKIP_LOOKAHEAD - len as u32;
+                    let first = (code as usize) << shift;
+                    for entry in &mut skips[first..first + (1 << shift)] {
+                        *entry = bits | what;
                     }
                 }
                 code += 1;
@@ -686,6 +725,7 @@ impl Huffman {
             max_code,
             offset,
             symbols: symbols.to_vec(),
+            skips,
         })
     }
 }
@@ -713,8 +753,47 @@ impl<'a> Bits<'a> {
         }
     }
 
+    /// At least `n` (up to 57) bits in `acc`.
+    #[inline(always)]
+    fn ensure(&mut self, n: u32) {
+        if self.count < n {
+            self.refill();
+        }
+    }
+
+    /// The next `n` bits, not consumed (`ensure` them first).
+    #[inline(always)]
+    fn peek(&self, n: u32) -> usize {
+        (self.acc >> (64 - n)) as usize
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u32) {
+        self.acc <<= n;
+        self.count -= n;
+    }
+
     #[inline]
     fn refill(&mut self) {
+        // Whole bytes at once while none of the next eight is 0xFF (a
+        // stuffed byte or a marker).
+        if !self.stopped && self.count <= 56 {
+            if let Some(next) = self.data.get(self.at..self.at + 8) {
+                let word = u64::from_be_bytes(next.try_into().expect("eight bytes"));
+                let inverted = !word;
+                let has_ff = inverted.wrapping_sub(0x0101_0101_0101_0101)
+                    & !inverted
+                    & 0x8080_8080_8080_8080;
+                if has_ff == 0 {
+                    let bytes = (64 - self.count) / 8;
+                    let bits = bytes * 8;
+                    self.acc |= (word >> (64 - bits)) << (64 - bits - self.count);
+                    self.at += bytes as usize;
+                    self.count += bits;
+                    return;
+                }
+            }
+        }
         while self.count <= 56 {
             let mut byte = 0;
             if !self.stopped {
@@ -772,7 +851,7 @@ impl<'a> Bits<'a> {
         Some(value as i16)
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, table: &Huffman) -> Option<u8> {
         if self.count < 16 {
             self.refill();
