@@ -10,7 +10,7 @@ use image::{DynamicImage, GrayImage, RgbImage};
 use jpeg_decoder::{CodingProcess, Decoder, ImageInfo, PixelFormat};
 
 use crate::jpeg_dc_scans::without_ac_scans;
-use crate::jpeg_eighth;
+use crate::jpeg_reduced;
 
 /// By how much [`decode_scaled`] shrinks each side of a `width` x `height`
 /// JPEG (1, 2, 4 or 8): jpeg-decoder's choice of IDCT size for a shorter
@@ -59,12 +59,16 @@ pub fn decode_scaled(
     ) {
         return None;
     }
-    let eighth = (u32::from(size.0), u32::from(size.1)) == (width.div_ceil(8), height.div_ceil(8));
-    // At 1/8 scale, gray and YCbCr JPEGs go through our DC-only decoder
-    // (crate::jpeg_eighth), which gives jpeg-decoder's pixels.
-    let own = eighth
-        .then(|| jpeg_eighth::decode(bytes))
-        .flatten()
+    // The IDCT size jpeg-decoder picked: pixels per block side.
+    let scale = [1, 2, 4].into_iter().find(|s| {
+        (u32::from(size.0), u32::from(size.1))
+            == ((width * s).div_ceil(8), (height * s).div_ceil(8))
+    });
+    let eighth = scale == Some(1);
+    // Our decoder gives jpeg-decoder's pixels for most JPEGs
+    // (crate::jpeg_reduced), without its costs.
+    let own = scale
+        .and_then(|scale| jpeg_reduced::decode(bytes, scale as usize))
         .filter(|own| {
             (own.width, own.height) == (u32::from(size.0), u32::from(size.1))
                 && usize::from(own.channels) == info.pixel_format.pixel_bytes()

@@ -8,7 +8,7 @@ pub mod error;
 pub mod gif_frames;
 pub mod integrity;
 pub mod jpeg_dc_scans;
-pub mod jpeg_eighth;
+pub mod jpeg_reduced;
 pub mod jpeg_scaled;
 pub mod lzw;
 pub mod manifest;

@@ -293,15 +293,19 @@ fn jpeg_with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     out
 }
 
-/// JPEGs shrunk 8 times go through our DC-only decoder (baseline and
-/// progressive) and keep their EXIF turn.
+/// JPEGs shrunk while decoding go through our decoder (baseline at 1/8
+/// and 1/4, progressive at 1/8) and keep their EXIF turn.
 #[test]
-fn jpegs_at_an_eighth_are_turned_as_their_exif_says() {
-    for name in ["baseline.jpg", "progressive.jpg"] {
+fn reduced_jpegs_are_turned_as_their_exif_says() {
+    for (name, min_shorter, size) in [
+        ("baseline.jpg", 16, (25, 19)),
+        ("baseline.jpg", 32, (50, 38)),
+        ("progressive.jpg", 16, (25, 19)),
+    ] {
         let jpeg = fixture(name);
-        let upright = decode(&jpeg, Some(16)).unwrap();
-        assert_eq!(upright.dimensions(), (25, 19), "{name}: 1/8 of 200x150");
-        let turned = decode(&jpeg_with_exif_orientation(&jpeg, 6), Some(16)).unwrap();
+        let upright = decode(&jpeg, Some(min_shorter)).unwrap();
+        assert_eq!(upright.dimensions(), size, "{name} for {min_shorter}");
+        let turned = decode(&jpeg_with_exif_orientation(&jpeg, 6), Some(min_shorter)).unwrap();
         assert_eq!(turned, image::imageops::rotate90(&upright), "{name}");
     }
 }

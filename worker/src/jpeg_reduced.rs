@@ -1,38 +1,50 @@
-//! Big JPEGs at 1/8 scale from their DC coefficients alone, the same pixels
-//! jpeg-decoder gives at that scale, without its machinery.
+//! Big JPEGs at 1/2, 1/4 or 1/8 scale from their low-frequency
+//! coefficients alone, the same pixels jpeg-decoder gives at that scale,
+//! without its machinery.
 //!
-//! At 1/8 scale every 8x8 block becomes one pixel, its DC coefficient
-//! dequantised and level-shifted. jpeg-decoder still keeps all 64
-//! coefficients of every block, hands each component's rows to a thread of
-//! its own through a channel (a fifth of a big JPEG's decode on one core is
-//! that hand-off), and for a progressive JPEG decodes every AC scan. Here
-//! the Huffman decoder walks a baseline scan's AC coefficients without
-//! storing them, a progressive JPEG's AC scans are skipped whole, and the
-//! DC values go straight into one byte per block. Upsampling and colour
+//! At 1/`8 / s` scale every 8x8 block becomes `s` x `s` pixels, computed
+//! from its top-left `s` x `s` coefficients (at 1/8, the DC alone).
+//! jpeg-decoder still keeps all 64 coefficients of every block, hands each
+//! component's rows to a thread of its own through a channel (a fifth of a
+//! big JPEG's decode on one core is that hand-off), and for a progressive
+//! JPEG decodes every AC scan. Here the Huffman decoder keeps only the
+//! coefficients the scale needs and walks past the rest, a progressive
+//! JPEG's AC scans are skipped whole (at 1/8 only), and the IDCT writes
+//! straight into the component planes. IDCT, upsampling and colour
 //! conversion are jpeg-decoder's own formulas, so the output is the same to
 //! the bit (tested against it).
 //!
-//! Only the common cases: 8-bit Huffman-coded baseline or progressive
-//! frames, gray, YCbCr or CMYK (as jpeg-decoder tells them apart), sampling
-//! factors of 1 or 2. Anything else (RGB, YCCK, ...), and any stream this
-//! decoder finds malformed, gives `None`, and the caller uses jpeg-decoder.
+//! Only the common cases: 8-bit Huffman-coded baseline frames, or
+//! progressive ones at 1/8; gray, YCbCr or CMYK (as jpeg-decoder tells them
+//! apart); sampling factors of 1 or 2. Anything else (RGB, YCCK, ...), and
+//! any stream this decoder finds malformed, gives `None`, and the caller
+//! uses jpeg-decoder.
+
+use std::num::Wrapping;
 
 use crate::jpeg_dc_scans::end_of_entropy_coded_data;
 
 /// A decoded image: `channels` bytes per pixel (gray, RGB, or CMYK as
 /// jpeg-decoder gives it: inverted), rows packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Eighth {
+pub struct Reduced {
     pub width: u32,
     pub height: u32,
     pub channels: u8,
     pub pixels: Vec<u8>,
 }
 
-/// Decodes `jpeg` at 1/8 scale (each side `ceil(side / 8)`), or `None`
-/// (module docs).
-pub fn decode(jpeg: &[u8]) -> Option<Eighth> {
-    let mut decoder = Decoder::default();
+/// Decodes `jpeg` with `scale` (1, 2 or 4) pixels per block side, each
+/// side `ceil(side * scale / 8)`: jpeg-decoder's IDCT size. `None` as the
+/// module docs say.
+pub fn decode(jpeg: &[u8], scale: usize) -> Option<Reduced> {
+    if !matches!(scale, 1 | 2 | 4) {
+        return None;
+    }
+    let mut decoder = Decoder {
+        scale,
+        ..Decoder::default()
+    };
     decoder.run(jpeg)?;
     decoder.image()
 }
@@ -43,15 +55,18 @@ struct Component {
     h: usize,
     v: usize,
     quant: usize,
-    /// Pixels at 1/8 scale: jpeg-decoder's `size`.
+    /// Pixels at the decoder's scale: jpeg-decoder's `size`.
     width: usize,
     height: usize,
-    /// Blocks per row and rows of blocks, padded to whole MCUs: the
-    /// stride and height of `dc`.
+    /// Blocks the component itself covers (what a scan of it alone codes).
+    blocks_across: usize,
+    blocks_down: usize,
+    /// Blocks per row and rows of blocks, padded to whole MCUs.
     blocks_w: usize,
     blocks_h: usize,
-    /// Each block's DC coefficient, as jpeg-decoder stores it (i16).
-    dc: Vec<i16>,
+    /// The top-left `scale` x `scale` coefficients of each block, in
+    /// natural order, as jpeg-decoder stores them (i16).
+    coefficients: Vec<i16>,
 }
 
 #[derive(Debug, Default)]
@@ -62,8 +77,10 @@ struct Decoder {
     components: Vec<Component>,
     mcus_x: usize,
     mcus_y: usize,
-    /// Quantisation tables' first (DC) entries.
-    quant_dc: [Option<u16>; 4],
+    /// Pixels per block side.
+    scale: usize,
+    /// Quantisation tables in natural order.
+    quant: [Option<[u16; 64]>; 4],
     dc_tables: [Option<Huffman>; 4],
     ac_tables: [Option<Huffman>; 4],
     restart_interval: usize,
@@ -129,7 +146,9 @@ impl Decoder {
     }
 
     fn frame(&mut self, body: &[u8], progressive: bool) -> Option<()> {
-        if !self.components.is_empty() || *body.first()? != 8 {
+        // Above 1/8 a progressive JPEG needs its AC scans: left to
+        // jpeg-decoder.
+        if !self.components.is_empty() || *body.first()? != 8 || (progressive && self.scale > 1) {
             return None;
         }
         self.progressive = progressive;
@@ -152,22 +171,27 @@ impl Decoder {
                 quant: usize::from(c[2]),
                 width: 0,
                 height: 0,
+                blocks_across: 0,
+                blocks_down: 0,
                 blocks_w: 0,
                 blocks_h: 0,
-                dc: Vec::new(),
+                coefficients: Vec::new(),
             });
         }
         let h_max = components.iter().map(|c| c.h).max()?;
         let v_max = components.iter().map(|c| c.v).max()?;
-        // jpeg-decoder's component sizes at IDCT size 1.
+        // jpeg-decoder's component sizes at this IDCT size.
         self.mcus_x = self.width.div_ceil(h_max * 8);
         self.mcus_y = self.height.div_ceil(v_max * 8);
+        let scale = self.scale;
         for c in &mut components {
-            c.width = (self.width * c.h).div_ceil(h_max * 8);
-            c.height = (self.height * c.v).div_ceil(v_max * 8);
+            c.width = (self.width * c.h * scale).div_ceil(h_max * 8);
+            c.height = (self.height * c.v * scale).div_ceil(v_max * 8);
+            c.blocks_across = (self.width * c.h).div_ceil(h_max * 8);
+            c.blocks_down = (self.height * c.v).div_ceil(v_max * 8);
             c.blocks_w = self.mcus_x * c.h;
             c.blocks_h = self.mcus_y * c.v;
-            c.dc = vec![0; c.blocks_w * c.blocks_h];
+            c.coefficients = vec![0; c.blocks_w * c.blocks_h * scale * scale];
         }
         self.components = components;
         Some(())
@@ -179,17 +203,21 @@ impl Decoder {
             if table > 3 {
                 return None;
             }
-            // The first entry (in zigzag order, which starts at DC).
-            let (dc, len) = match precision {
-                0 => (u16::from(*body.get(1)?), 64),
-                1 => (u16::from_be_bytes([*body.get(1)?, *body.get(2)?]), 128),
+            let bytes = match precision {
+                0 => 1,
+                1 => 2,
                 _ => return None,
             };
-            if dc == 0 {
-                return None;
+            let values = body.get(1..1 + 64 * bytes)?;
+            let mut natural = [0u16; 64];
+            for (zigzag, value) in values.chunks_exact(bytes).enumerate() {
+                natural[usize::from(UNZIGZAG[zigzag])] = match value {
+                    [byte] => u16::from(*byte),
+                    _ => u16::from_be_bytes([value[0], value[1]]),
+                };
             }
-            self.quant_dc[table] = Some(dc);
-            body = body.get(1 + len..)?;
+            self.quant[table] = Some(natural);
+            body = &body[1 + 64 * bytes..];
         }
         Some(())
     }
@@ -225,7 +253,8 @@ impl Decoder {
         };
         let (ah, al) = (ahl >> 4, ahl & 15);
         if self.progressive && ss > 0 {
-            // An AC scan: nothing at 1/8 scale reads it.
+            // An AC scan: nothing at 1/8 scale (the only one progressive
+            // frames are decoded at) reads it.
             return Some(());
         }
         if !self.progressive && (ss != 0 || se != 63 || ahl != 0) {
@@ -273,34 +302,37 @@ impl Decoder {
             mode,
             bits: Bits::new(data),
             restart_interval: self.restart_interval,
+            scale: self.scale,
         }
         .run(self.mcus_x, self.mcus_y)
     }
 
-    fn image(&self) -> Option<Eighth> {
+    fn image(&self) -> Option<Reduced> {
         if !self.ended || self.components.is_empty() {
             return None;
         }
+        let scale = self.scale;
         let planes: Vec<Vec<u8>> = self
             .components
             .iter()
-            .map(|c| {
-                let q = i32::from(self.quant_dc[c.quant]?);
-                Some(c.dc.iter().map(|&dc| idct_1x1(dc, q)).collect())
-            })
+            .map(|c| Some(idct_plane(c, self.quant[c.quant].as_ref()?, scale)))
             .collect::<Option<_>>()?;
-        let (width, height) = (self.width.div_ceil(8), self.height.div_ceil(8));
+        let (width, height) = (
+            (self.width * scale).div_ceil(8),
+            (self.height * scale).div_ceil(8),
+        );
         let pixels = if self.components.len() == 1 {
             let c = &self.components[0];
             let mut gray = Vec::with_capacity(c.width * c.height);
-            for row in planes[0].chunks_exact(c.blocks_w).take(c.height) {
+            for row in planes[0].chunks_exact(c.blocks_w * scale).take(c.height) {
                 gray.extend_from_slice(&row[..c.width]);
             }
             gray
         } else {
-            upsample_and_convert(&self.components, &planes, (width, height), self.color()?)
+            let color = self.color()?;
+            upsample_and_convert(&self.components, &planes, (width, height), scale, color)
         };
-        Some(Eighth {
+        Some(Reduced {
             width: u32::try_from(width).ok()?,
             height: u32::try_from(height).ok()?,
             channels: u8::try_from(self.components.len()).ok()?,
@@ -335,10 +367,111 @@ enum Color {
     Cmyk,
 }
 
+/// Natural-order position of each zigzag index.
+const UNZIGZAG: [u8; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// The component's plane: each block's kept coefficients through
+/// jpeg-decoder's IDCT of that size, `scale` x `scale` pixels a block,
+/// rows `blocks_w * scale` long.
+fn idct_plane(c: &Component, quant: &[u16; 64], scale: usize) -> Vec<u8> {
+    if scale == 1 {
+        let q = Wrapping(i32::from(quant[0]));
+        return c
+            .coefficients
+            .iter()
+            .map(|&dc| idct_1x1(Wrapping(i32::from(dc)) * q))
+            .collect();
+    }
+    let stride = c.blocks_w * scale;
+    let mut plane = vec![0u8; stride * c.blocks_h * scale];
+    // Dequantised: coefficient (row, column) of the kept square.
+    let q = |r: usize, col: usize| Wrapping(i32::from(quant[r * 8 + col]));
+    let mut blocks = c.coefficients.chunks_exact(scale * scale);
+    for block_row in plane.chunks_exact_mut(stride * scale) {
+        for x in (0..stride).step_by(scale) {
+            let Some(kept) = blocks.next() else {
+                break;
+            };
+            let s = |r: usize, col: usize| Wrapping(i32::from(kept[r * scale + col])) * q(r, col);
+            if scale == 2 {
+                idct_2x2(s, &mut block_row[x..], stride);
+            } else {
+                idct_4x4(s, &mut block_row[x..], stride);
+            }
+        }
+    }
+    plane
+}
+
 /// jpeg-decoder's `dequantize_and_idct_block_1x1`.
-fn idct_1x1(dc: i16, quant: i32) -> u8 {
-    let s0 = (i32::from(dc).wrapping_mul(quant).wrapping_add(128 * 8)) / 8;
-    s0.clamp(0, 255) as u8
+fn idct_1x1(s0: Wrapping<i32>) -> u8 {
+    clamp((s0 + Wrapping(128 * 8)) / Wrapping(8))
+}
+
+/// jpeg-decoder's `dequantize_and_idct_block_2x2`; `s(r, c)` is the
+/// dequantised coefficient.
+fn idct_2x2(s: impl Fn(usize, usize) -> Wrapping<i32>, out: &mut [u8], stride: usize) {
+    const SCALE_BITS: usize = 3;
+    let (x0, x2) = (s(0, 0) + s(1, 0), s(0, 0) - s(1, 0));
+    let (x1, x3) = (s(0, 1) + s(1, 1), s(0, 1) - s(1, 1));
+    let round = Wrapping(1 << (SCALE_BITS - 1)) + Wrapping(128 << SCALE_BITS);
+    let (x0, x2) = (x0 + round, x2 + round);
+    out[0] = clamp((x0 + x1) >> SCALE_BITS);
+    out[1] = clamp((x0 - x1) >> SCALE_BITS);
+    out[stride] = clamp((x2 + x3) >> SCALE_BITS);
+    out[stride + 1] = clamp((x2 - x3) >> SCALE_BITS);
+}
+
+/// jpeg-decoder's `dequantize_and_idct_block_4x4`.
+fn idct_4x4(s: impl Fn(usize, usize) -> Wrapping<i32>, out: &mut [u8], stride: usize) {
+    const CONST_BITS: usize = 12;
+    const PASS1_BITS: usize = 2;
+    const FINAL_BITS: usize = CONST_BITS + PASS1_BITS + 3;
+    // jpeg-decoder's stbi_f2f(x), (x * 4096 + 0.5) as i32, of 0.541196100,
+    // -1.847759065 and 0.765366865.
+    let (c0, c1, c2) = (Wrapping(2217), Wrapping(-7567), Wrapping(3135));
+    let mut temp = [Wrapping(0i32); 16];
+    for i in 0..4 {
+        let (s0, s1, s2, s3) = (s(0, i), s(1, i), s(2, i), s(3, i));
+        let x0 = (s0 + s2) << PASS1_BITS;
+        let x2 = (s0 - s2) << PASS1_BITS;
+        let p1 = (s1 + s3) * c0;
+        let t0 = (p1 + s3 * c1 + Wrapping(512)) >> (CONST_BITS - PASS1_BITS);
+        let t2 = (p1 + s1 * c2 + Wrapping(512)) >> (CONST_BITS - PASS1_BITS);
+        temp[i] = x0 + t2;
+        temp[i + 12] = x0 - t2;
+        temp[i + 4] = x2 + t0;
+        temp[i + 8] = x2 - t0;
+    }
+    for i in 0..4 {
+        let (s0, s1, s2, s3) = (
+            temp[i * 4],
+            temp[i * 4 + 1],
+            temp[i * 4 + 2],
+            temp[i * 4 + 3],
+        );
+        let x0 = (s0 + s2) << CONST_BITS;
+        let x2 = (s0 - s2) << CONST_BITS;
+        let p1 = (s1 + s3) * c0;
+        let t0 = p1 + s3 * c1;
+        let t2 = p1 + s1 * c2;
+        let round = Wrapping(1 << (FINAL_BITS - 1)) + Wrapping(128 << FINAL_BITS);
+        let (x0, x2) = (x0 + round, x2 + round);
+        let row = &mut out[i * stride..][..4];
+        row[0] = clamp((x0 + t2) >> FINAL_BITS);
+        row[3] = clamp((x0 - t2) >> FINAL_BITS);
+        row[1] = clamp((x2 + t0) >> FINAL_BITS);
+        row[2] = clamp((x2 - t0) >> FINAL_BITS);
+    }
+}
+
+/// jpeg-decoder's `stbi_clamp`.
+fn clamp(x: Wrapping<i32>) -> u8 {
+    x.0.clamp(0, 255) as u8
 }
 
 /// Every output row: each component upsampled (jpeg-decoder's upsamplers,
@@ -347,6 +480,7 @@ fn upsample_and_convert(
     components: &[Component],
     planes: &[Vec<u8>],
     (width, height): (usize, usize),
+    scale: usize,
     color: Color,
 ) -> Vec<u8> {
     let h_max = components.iter().map(|c| c.h).max().unwrap_or(1);
@@ -368,7 +502,7 @@ fn upsample_and_convert(
                 data: plane,
                 width: c.width,
                 height: c.height,
-                stride: c.blocks_w,
+                stride: c.blocks_w * scale,
             };
             match (h1, v1, h2, v2) {
                 (true, true, _, _) => input.h1v1(row, width, buffer),
@@ -548,16 +682,27 @@ struct ScanDecoder<'a> {
     mode: Mode,
     bits: Bits<'a>,
     restart_interval: usize,
+    /// Pixels per block side.
+    scale: usize,
 }
 
 impl ScanDecoder<'_> {
-    fn run(mut self, mcus_x: usize, mcus_y: usize) -> Option<()> {
+    fn run(self, mcus_x: usize, mcus_y: usize) -> Option<()> {
+        // The scale a constant in each copy: at 1/8 the block loop keeps
+        // nothing past the DC and stores one value.
+        match self.scale {
+            1 => self.run_at::<1>(mcus_x, mcus_y),
+            2 => self.run_at::<2>(mcus_x, mcus_y),
+            _ => self.run_at::<4>(mcus_x, mcus_y),
+        }
+    }
+
+    fn run_at<const S: usize>(mut self, mcus_x: usize, mcus_y: usize) -> Option<()> {
         // One component alone is coded block by block over its own extent
-        // (no MCU padding): as many blocks as it has pixels at 1/8 scale.
-        // Several are interleaved MCU by MCU.
+        // (no MCU padding); several are interleaved MCU by MCU.
         let (units_x, units_y) = if self.members.len() == 1 {
             let c = &self.components[self.members[0].index];
-            (c.width, c.height)
+            (c.blocks_across, c.blocks_down)
         } else {
             (mcus_x, mcus_y)
         };
@@ -571,14 +716,14 @@ impl ScanDecoder<'_> {
             }
             let (ux, uy) = (unit % units_x, unit / units_x);
             if self.members.len() == 1 {
-                self.block(0, uy, ux)?;
+                self.block::<S>(0, uy, ux)?;
             } else {
                 for m in 0..self.members.len() {
                     let c = &self.components[self.members[m].index];
                     let (h, v) = (c.h, c.v);
                     for by in 0..v {
                         for bx in 0..h {
-                            self.block(m, uy * v + by, ux * h + bx)?;
+                            self.block::<S>(m, uy * v + by, ux * h + bx)?;
                         }
                     }
                 }
@@ -587,14 +732,16 @@ impl ScanDecoder<'_> {
         Some(())
     }
 
-    fn block(&mut self, member: usize, by: usize, bx: usize) -> Option<()> {
+    #[inline(always)]
+    fn block<const S: usize>(&mut self, member: usize, by: usize, bx: usize) -> Option<()> {
         let m = &mut self.members[member];
         let c = &mut self.components[m.index];
-        let dc = c.dc.get_mut(by * c.blocks_w + bx)?;
+        let first = (by * c.blocks_w + bx) * S * S;
+        let kept = c.coefficients.get_mut(first..first + S * S)?;
         match self.mode {
             Mode::DcRefine { al } => {
                 if self.bits.bits(1)? == 1 {
-                    *dc |= 1 << al;
+                    kept[0] |= 1 << al;
                 }
                 return Some(());
             }
@@ -609,42 +756,74 @@ impl ScanDecoder<'_> {
                     Mode::DcFirst { al } => al,
                     _ => 0,
                 };
-                *dc = m.predictor << al;
+                kept[0] = m.predictor << al;
             }
         }
-        if let Some(ac) = &m.ac_table {
-            let mut k = 1;
-            while k < 64 {
-                // Most codes and their value bits at once (`Huffman::skips`).
-                self.bits.ensure(16);
-                let skip = ac.skips[self.bits.peek(SKIP_LOOKAHEAD)];
-                if skip != 0 {
-                    self.bits.consume(u32::from(skip & 15));
-                    if skip & SKIP_END != 0 {
-                        break;
-                    }
-                    k += usize::from(skip >> 4 & 31);
-                    continue;
+        let Some(ac) = &m.ac_table else {
+            return Some(());
+        };
+        // The coefficients the scale keeps, one by one, up to the last of
+        // them in zigzag order.
+        let last_kept = match S {
+            1 => 0,
+            2 => 4,
+            _ => 24,
+        };
+        let mut k = 1;
+        while k <= last_kept {
+            let rs = self.bits.decode(ac)?;
+            let (run, size) = (usize::from(rs >> 4), rs & 15);
+            if size == 0 {
+                match run {
+                    15 => k += 16,
+                    // End of block; a run of them only in progressive
+                    // scans, which jpeg-decoder would carry over.
+                    0 => return Some(()),
+                    _ => return None,
                 }
-                let rs = self.bits.decode(ac)?;
-                let (run, size) = (usize::from(rs >> 4), rs & 15);
-                if size == 0 {
-                    match run {
-                        15 => k += 16,
-                        // End of block; a run of them only in progressive
-                        // scans, which jpeg-decoder would carry over.
-                        0 => break,
-                        _ => return None,
-                    }
-                    continue;
-                }
-                k += run;
-                if k >= 64 {
+                continue;
+            }
+            k += run;
+            if k >= 64 {
+                return Some(());
+            }
+            let value = self.bits.receive_extend(size)?;
+            let natural = usize::from(UNZIGZAG[k]);
+            let (row, column) = (natural / 8, natural % 8);
+            if row < S && column < S {
+                kept[row * S + column] = value;
+            }
+            k += 1;
+        }
+        // The rest walked past, most codes with their value bits at once
+        // (`Huffman::skips`).
+        while k < 64 {
+            self.bits.ensure(16);
+            let skip = ac.skips[self.bits.peek(SKIP_LOOKAHEAD)];
+            if skip != 0 {
+                self.bits.consume(u32::from(skip & 15));
+                if skip & SKIP_END != 0 {
                     break;
                 }
-                self.bits.skip(size)?;
-                k += 1;
+                k += usize::from(skip >> 4 & 31);
+                continue;
             }
+            let rs = self.bits.decode(ac)?;
+            let (run, size) = (usize::from(rs >> 4), rs & 15);
+            if size == 0 {
+                match run {
+                    15 => k += 16,
+                    0 => break,
+                    _ => return None,
+                }
+                continue;
+            }
+            k += run;
+            if k >= 64 {
+                break;
+            }
+            self.bits.skip(size)?;
+            k += 1;
         }
         Some(())
     }
@@ -918,14 +1097,18 @@ mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    /// jpeg-decoder at 1/8 scale: what [`decode`] must give.
-    fn reference(jpeg: &[u8]) -> Eighth {
+    /// jpeg-decoder at IDCT size `scale`: what [`decode`] must give.
+    fn reference(jpeg: &[u8], scale: u16) -> Reduced {
         let mut decoder = Decoder::new(Cursor::new(jpeg));
         decoder.read_info().unwrap();
         let info = decoder.info().unwrap();
-        let (width, height) = decoder.scale(info.width / 8, info.height / 8).unwrap();
+        let request = |side: u16| (side * scale).div_ceil(8);
+        let (width, height) = decoder
+            .scale(request(info.width), request(info.height))
+            .unwrap();
+        assert_eq!((width, height), (request(info.width), request(info.height)));
         let pixels = decoder.decode().unwrap();
-        Eighth {
+        Reduced {
             width: u32::from(width),
             height: u32::from(height),
             channels: (pixels.len() / (usize::from(width) * usize::from(height))) as u8,
@@ -933,29 +1116,34 @@ mod tests {
         }
     }
 
-    /// Every layout this decoder takes, against jpeg-decoder, to the bit:
-    /// baseline 4:2:0, 4:2:2 with restart markers, 4:4:0, progressive
-    /// 4:2:0, 4:4:4 with restart markers, gray; Adobe CMYK, baseline and
-    /// progressive.
+    /// Every layout this decoder takes, against jpeg-decoder, to the bit,
+    /// at every scale it takes: baseline 4:2:0, 4:2:2 with restart
+    /// markers, 4:4:0; progressive 4:2:0, 4:4:4 with restart markers, gray
+    /// (1/8 only); Adobe CMYK, baseline and progressive.
     #[test]
-    fn eighth_scale_pixels_match_jpeg_decoder() {
-        for name in [
+    fn reduced_pixels_match_jpeg_decoder() {
+        for (name, scale) in [
             "baseline.jpg",
             "baseline-422-restarts.jpg",
             "baseline-440.jpg",
-            "progressive.jpg",
-            "progressive-restarts.jpg",
-            "progressive-gray.jpg",
             "cmyk.jpg",
-            "progressive-cmyk.jpg",
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|name| [1, 2, 4].map(|scale| (name, scale)))
+        .chain([
+            ("progressive.jpg", 1),
+            ("progressive-restarts.jpg", 1),
+            ("progressive-gray.jpg", 1),
+            ("progressive-cmyk.jpg", 1),
+        ]) {
             let jpeg = fixture(name);
-            let want = reference(&jpeg);
-            let got = decode(&jpeg).unwrap_or_else(|| panic!("{name}: not decoded"));
+            let want = reference(&jpeg, scale);
+            let got = decode(&jpeg, usize::from(scale))
+                .unwrap_or_else(|| panic!("{name} at {scale}: not decoded"));
             assert_eq!(
                 (got.width, got.height, got.channels),
                 (want.width, want.height, want.channels),
-                "{name}"
+                "{name} at {scale}"
             );
             let differ = got
                 .pixels
@@ -966,7 +1154,7 @@ mod tests {
             assert_eq!(
                 differ,
                 0,
-                "{name}: {differ} of {} bytes differ",
+                "{name} at {scale}: {differ} of {} bytes differ",
                 want.pixels.len()
             );
         }
@@ -990,16 +1178,17 @@ mod tests {
         let dht = jpeg.windows(2).position(|w| w == [0xFF, 0xC4]).unwrap();
         let mut short = jpeg.clone();
         short[dht + 3] = 10;
-        assert_eq!(decode(&short), None);
+        assert_eq!(decode(&short, 1), None);
         let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
         let mut flat = jpeg.clone();
         flat[sof + 7..sof + 9].copy_from_slice(&[0, 0]);
-        assert_eq!(decode(&flat), None);
+        assert_eq!(decode(&flat, 1), None);
         // Every byte flipped in turn: no panic, whatever the answer.
         for at in 0..jpeg.len() {
             let mut flipped = jpeg.clone();
             flipped[at] ^= 0x5A;
-            let _ = decode(&flipped);
+            let _ = decode(&flipped, 1);
+            let _ = decode(&flipped, 4);
         }
     }
 
@@ -1010,12 +1199,15 @@ mod tests {
         let mut ycck = fixture("cmyk.jpg");
         let adobe = ycck.windows(6).position(|w| w == b"Adobe\0").unwrap();
         ycck[adobe + 11] = 2;
-        assert_eq!(reference(&ycck).channels, 4, "jpeg-decoder takes it");
-        assert_eq!(decode(&ycck), None);
-        assert_eq!(decode(&fixture("rgba.png")), None);
+        assert_eq!(reference(&ycck, 1).channels, 4, "jpeg-decoder takes it");
+        assert_eq!(decode(&ycck, 1), None);
+        assert_eq!(decode(&fixture("rgba.png"), 1), None);
+        // Progressive above 1/8, and scales jpeg-decoder has no IDCT for.
+        assert_eq!(decode(&fixture("progressive.jpg"), 2), None);
+        assert_eq!(decode(&fixture("baseline.jpg"), 3), None);
         let jpeg = fixture("baseline.jpg");
         for cut in [2, 100, jpeg.len() / 2, jpeg.len() - 1] {
-            assert_eq!(decode(&jpeg[..cut]), None, "cut at {cut}");
+            assert_eq!(decode(&jpeg[..cut], 1), None, "cut at {cut}");
         }
     }
 }
