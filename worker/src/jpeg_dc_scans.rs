@@ -16,10 +16,8 @@
 //! frame, a scan before the frame, a truncated segment) gives `None`, so
 //! the caller decodes the original bytes as before.
 
-/// Start of image, end of image, start of scan.
-const SOI: u8 = 0xD8;
-const EOI: u8 = 0xD9;
-const SOS: u8 = 0xDA;
+use crate::jpeg_segments::{segments, EOI, SOI, SOS};
+
 /// Progressive DCT with Huffman coding: the only progressive frame
 /// jpeg-decoder decodes.
 const SOF2: u8 = 0xC2;
@@ -29,45 +27,19 @@ const SOF2: u8 = 0xC2;
 /// the DC scans and their refinements. `None` when `jpeg` is not a
 /// progressive JPEG this walk can follow to its end.
 pub fn without_ac_scans(jpeg: &[u8]) -> Option<Vec<u8>> {
-    if jpeg.get(..2)? != [0xFF, SOI] {
-        return None;
-    }
     let mut kept = Vec::with_capacity(jpeg.len() / 4);
-    kept.extend_from_slice(&jpeg[..2]);
-    let mut at = 2;
+    kept.extend_from_slice(&[0xFF, SOI]);
     let mut progressive = false;
-    loop {
-        // A marker: 0xFF, maybe more 0xFF fill bytes, then its code.
-        if *jpeg.get(at)? != 0xFF {
-            return None;
-        }
-        while *jpeg.get(at + 1)? == 0xFF {
-            at += 1;
-        }
-        let code = jpeg[at + 1];
-        match code {
+    for segment in segments(jpeg)? {
+        let segment = segment.ok()?;
+        match segment.code {
             EOI => {
-                kept.extend_from_slice(&[0xFF, EOI]);
+                kept.extend_from_slice(segment.bytes);
                 return progressive.then_some(kept);
             }
-            // Markers without a segment (restart markers between scans, TEM).
-            0x01 | 0xD0..=0xD7 => {
-                kept.extend_from_slice(&[0xFF, code]);
-                at += 2;
-                continue;
-            }
-            _ => {}
-        }
-        let length = usize::from(u16::from_be_bytes([*jpeg.get(at + 2)?, *jpeg.get(at + 3)?]));
-        let segment = jpeg.get(at..at + 2 + length)?;
-        if length < 2 {
-            return None;
-        }
-        at += 2 + length;
-        match code {
             // Start of frame (every kind but DHT, JPG and DAC, which share
             // the range).
-            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => {
+            code @ 0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => {
                 if code != SOF2 {
                     return None;
                 }
@@ -77,41 +49,25 @@ pub fn without_ac_scans(jpeg: &[u8]) -> Option<Vec<u8>> {
                 if !progressive {
                     return None;
                 }
-                let data_end = end_of_entropy_coded_data(jpeg, at)?;
-                if first_coefficient(segment)? == 0 {
-                    kept.extend_from_slice(segment);
-                    kept.extend_from_slice(&jpeg[at..data_end]);
+                if first_coefficient(segment.body)? == 0 {
+                    kept.extend_from_slice(segment.bytes);
+                    kept.extend_from_slice(segment.data);
                 }
-                at = data_end;
                 continue;
             }
             _ => {}
         }
-        kept.extend_from_slice(segment);
+        kept.extend_from_slice(segment.bytes);
     }
+    None
 }
 
-/// The first coefficient (spectral selection start) a scan header codes:
-/// 0 for DC scans, 1..63 for AC ones.
-fn first_coefficient(sos: &[u8]) -> Option<u8> {
-    // 0xFF 0xDA, length (2), component count, two bytes per component,
-    // then Ss, Se, Ah/Al.
-    let components = usize::from(*sos.get(4)?);
-    sos.get(5 + 2 * components).copied()
-}
-
-/// Where the entropy-coded data starting at `from` ends: the next marker
-/// other than a stuffed zero (0xFF 0x00) or a restart marker inside the
-/// data.
-pub(crate) fn end_of_entropy_coded_data(jpeg: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    loop {
-        at += memchr::memchr(0xFF, jpeg.get(at..)?)?;
-        match *jpeg.get(at + 1)? {
-            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
-            _ => return Some(at),
-        }
-    }
+/// The first coefficient (spectral selection start) a scan header's body
+/// codes: 0 for DC scans, 1..63 for AC ones.
+fn first_coefficient(header: &[u8]) -> Option<u8> {
+    // Component count, two bytes per component, then Ss, Se, Ah/Al.
+    let components = usize::from(*header.first()?);
+    header.get(1 + 2 * components).copied()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 
 use std::num::Wrapping;
 
-use crate::jpeg_dc_scans::end_of_entropy_coded_data;
+use crate::jpeg_segments::{segments, Segment, EOI, SOS};
 
 /// A decoded image: `channels` bytes per pixel (gray, RGB, or CMYK as
 /// jpeg-decoder gives it: inverted), rows packed.
@@ -92,36 +92,15 @@ struct Decoder {
 
 impl Decoder {
     fn run(&mut self, jpeg: &[u8]) -> Option<()> {
-        if jpeg.get(..2)? != [0xFF, 0xD8] {
-            return None;
-        }
-        let mut at = 2;
-        loop {
-            if *jpeg.get(at)? != 0xFF {
-                return None;
-            }
-            while *jpeg.get(at + 1)? == 0xFF {
-                at += 1;
-            }
-            let code = jpeg[at + 1];
+        for segment in segments(jpeg)? {
+            let Segment {
+                code, body, data, ..
+            } = segment.ok()?;
             match code {
-                0xD9 => {
+                EOI => {
                     self.ended = true;
                     return Some(());
                 }
-                0x01 | 0xD0..=0xD7 => {
-                    at += 2;
-                    continue;
-                }
-                _ => {}
-            }
-            let length = usize::from(u16::from_be_bytes([*jpeg.get(at + 2)?, *jpeg.get(at + 3)?]));
-            if length < 2 {
-                return None;
-            }
-            let body = jpeg.get(at + 4..at + 2 + length)?;
-            at += 2 + length;
-            match code {
                 0xC0..=0xC2 => self.frame(body, code == 0xC2)?,
                 // Any other frame kind (lossless, arithmetic, hierarchical).
                 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
@@ -135,14 +114,11 @@ impl Decoder {
                 0xEE if body.len() >= 12 && body.starts_with(b"Adobe\0") => {
                     self.adobe = Some(body[11]);
                 }
-                0xDA => {
-                    let end = end_of_entropy_coded_data(jpeg, at)?;
-                    self.scan(body, &jpeg[at..end])?;
-                    at = end;
-                }
+                SOS => self.scan(body, data)?,
                 _ => {}
             }
         }
+        None
     }
 
     fn frame(&mut self, body: &[u8], progressive: bool) -> Option<()> {

@@ -10,6 +10,7 @@ pub mod integrity;
 pub mod jpeg_dc_scans;
 pub mod jpeg_reduced;
 pub mod jpeg_scaled;
+pub mod jpeg_segments;
 pub mod lzw;
 pub mod manifest;
 pub mod ops;
