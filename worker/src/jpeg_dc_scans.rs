@@ -72,28 +72,12 @@ fn first_coefficient(header: &[u8]) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
-    use std::path::Path;
-
-    use jpeg_decoder::Decoder;
-
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
+    use crate::test_support::{fixture, jpeg_decoder_scaled};
 
     /// jpeg-decoder's pixels for `jpeg` at 1/8 scale.
     fn eighth(jpeg: &[u8]) -> (Vec<u8>, (u16, u16)) {
-        let mut decoder = Decoder::new(Cursor::new(jpeg));
-        decoder.read_info().unwrap();
-        let info = decoder.info().unwrap();
-        let size = decoder.scale(info.width / 8, info.height / 8).unwrap();
-        assert_eq!(size, (info.width.div_ceil(8), info.height.div_ceil(8)));
-        (decoder.decode().unwrap(), size)
+        jpeg_decoder_scaled(jpeg, 1)
     }
 
     fn scans(jpeg: &[u8]) -> usize {

@@ -1059,31 +1059,12 @@ impl<'a> Bits<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
-    use std::path::Path;
-
-    use jpeg_decoder::Decoder;
-
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
+    use crate::test_support::{fixture, jpeg_decoder_scaled};
 
     /// jpeg-decoder at IDCT size `scale`: what [`decode`] must give.
     fn reference(jpeg: &[u8], scale: u16) -> Reduced {
-        let mut decoder = Decoder::new(Cursor::new(jpeg));
-        decoder.read_info().unwrap();
-        let info = decoder.info().unwrap();
-        let request = |side: u16| (side * scale).div_ceil(8);
-        let (width, height) = decoder
-            .scale(request(info.width), request(info.height))
-            .unwrap();
-        assert_eq!((width, height), (request(info.width), request(info.height)));
-        let pixels = decoder.decode().unwrap();
+        let (pixels, (width, height)) = jpeg_decoder_scaled(jpeg, scale);
         Reduced {
             width: u32::from(width),
             height: u32::from(height),

@@ -35,6 +35,29 @@ pub fn general_decode(bytes: &[u8], format: image::ImageFormat) -> image::RgbIma
         .into_rgb8()
 }
 
+/// A file of `worker/tests/fixtures` (made by its `make_fixtures.py`).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// jpeg-decoder's pixels for `jpeg` at IDCT size `scale` (pixels per
+/// block side: 1, 2 or 4) and their size: the reference of the
+/// reduced-scale JPEG paths.
+pub fn jpeg_decoder_scaled(jpeg: &[u8], scale: u16) -> (Vec<u8>, (u16, u16)) {
+    let mut decoder = jpeg_decoder::Decoder::new(std::io::Cursor::new(jpeg));
+    decoder.read_info().unwrap();
+    let info = decoder.info().unwrap();
+    let request = |side: u16| (side * scale).div_ceil(8);
+    let size = decoder
+        .scale(request(info.width), request(info.height))
+        .unwrap();
+    assert_eq!(size, (request(info.width), request(info.height)));
+    (decoder.decode().unwrap(), size)
+}
+
 /// The shipped model, decluttered for batch 1: what the patches rewrite.
 pub fn efficientnet() -> TypedModel {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/efficientnet-lite0.onnx");
