@@ -17,7 +17,6 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod row_stream;
 
-#[cfg(target_arch = "x86_64")]
 use crate::ops::lanes::Layout;
 
 /// The shape of one depthwise convolution.
@@ -82,6 +81,34 @@ struct Params<'a> {
     /// Clamp bounds; infinite when there is no clamp.
     lo: f32,
     hi: f32,
+}
+
+impl<'a> Params<'a> {
+    /// The slices and the clamp's bounds (infinite without one), after
+    /// checking that the geometry is supported and the input (in layout
+    /// `from`), filters, bias and output (`output_len` floats in `to`)
+    /// fit it: what the kernels' unchecked loads and stores rely on.
+    fn checked(
+        geo: &Geometry,
+        input: &'a [f32],
+        (weights, bias, clamp): (&'a [f32], &'a [f32], Option<(f32, f32)>),
+        (from, to): (Layout, Layout),
+        output_len: usize,
+    ) -> Params<'a> {
+        assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
+        assert_eq!(input.len(), from.len(geo.channels, geo.in_h * geo.in_w));
+        assert_eq!(output_len, to.len(geo.channels, geo.out_h * geo.out_w));
+        assert_eq!(weights.len(), geo.channels * geo.kernel * geo.kernel);
+        assert_eq!(bias.len(), geo.channels);
+        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        Params {
+            input,
+            weights,
+            bias,
+            lo,
+            hi,
+        }
+    }
 }
 
 /// The instruction sets a kernel is compiled for, and its layout.
@@ -183,19 +210,8 @@ pub fn depthwise_on(
     clamp: Option<(f32, f32)>,
     output: &mut [f32],
 ) {
-    assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
-    assert_eq!(input.len(), geo.input_len());
-    assert_eq!(output.len(), geo.output_len());
-    assert_eq!(weights.len(), geo.channels * geo.kernel * geo.kernel);
-    assert_eq!(bias.len(), geo.channels);
-    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    let params = Params {
-        input,
-        weights,
-        bias,
-        lo,
-        hi,
-    };
+    let layouts = (Layout::Planes, Layout::Planes);
+    let params = Params::checked(geo, input, (weights, bias, clamp), layouts, output.len());
     match path {
         #[cfg(target_arch = "x86_64")]
         Path::Avx512ChannelLanes => channel_lanes::depthwise(geo, &params, output),
@@ -223,22 +239,8 @@ pub fn depthwise_between(
     (from, to): (Layout, Layout),
     output: &mut [f32],
 ) {
-    assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
-    assert_eq!(input.len(), from.len(geo.channels, geo.in_h * geo.in_w));
-    assert_eq!(output.len(), to.len(geo.channels, geo.out_h * geo.out_w));
-    assert_eq!(
-        filters.weights.len(),
-        geo.channels * geo.kernel * geo.kernel
-    );
-    assert_eq!(filters.bias.len(), geo.channels);
-    let (lo, hi) = filters.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    let params = Params {
-        input,
-        weights: filters.weights,
-        bias: filters.bias,
-        lo,
-        hi,
-    };
+    let filters = (filters.weights, filters.bias, filters.clamp);
+    let params = Params::checked(geo, input, filters, (from, to), output.len());
     channel_lanes::depthwise_between(geo, &params, (from, to), output);
 }
 
