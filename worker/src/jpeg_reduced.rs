@@ -45,6 +45,7 @@ pub fn decode(jpeg: &[u8], scale: usize) -> Option<Reduced> {
         scale,
         ..Decoder::default()
     };
+    // `run` succeeds only at EOI.
     decoder.run(jpeg)?;
     decoder.image()
 }
@@ -87,7 +88,6 @@ struct Decoder {
     /// An Adobe segment's colour transform byte.
     adobe: Option<u8>,
     jfif: bool,
-    ended: bool,
 }
 
 impl Decoder {
@@ -97,10 +97,7 @@ impl Decoder {
                 code, body, data, ..
             } = segment.ok()?;
             match code {
-                EOI => {
-                    self.ended = true;
-                    return Some(());
-                }
+                EOI => return Some(()),
                 0xC0..=0xC2 => self.frame(body, code == 0xC2)?,
                 // Any other frame kind (lossless, arithmetic, hierarchical).
                 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
@@ -284,7 +281,7 @@ impl Decoder {
     }
 
     fn image(&self) -> Option<Reduced> {
-        if !self.ended || self.components.is_empty() {
+        if self.components.is_empty() {
             return None;
         }
         let scale = self.scale;

@@ -60,19 +60,15 @@ pub fn decode_scaled(
         return None;
     }
     // The IDCT size jpeg-decoder picked: pixels per block side.
-    let scale = [1, 2, 4].into_iter().find(|s| {
-        (u32::from(size.0), u32::from(size.1))
-            == ((width * s).div_ceil(8), (height * s).div_ceil(8))
-    });
-    let eighth = scale == Some(1);
+    let scale = 8 / scale_denominator(width, height, min_shorter);
+    let eighth = scale == 1;
     // Our decoder gives jpeg-decoder's pixels for most JPEGs
-    // (crate::jpeg_reduced), without its costs.
-    let own = scale
-        .and_then(|scale| jpeg_reduced::decode(bytes, scale as usize))
-        .filter(|own| {
-            (own.width, own.height) == (u32::from(size.0), u32::from(size.1))
-                && usize::from(own.channels) == info.pixel_format.pixel_bytes()
-        });
+    // (crate::jpeg_reduced), without its costs; the size check guards
+    // against the two disagreeing on the scale.
+    let own = jpeg_reduced::decode(bytes, scale as usize).filter(|own| {
+        (own.width, own.height) == (u32::from(size.0), u32::from(size.1))
+            && usize::from(own.channels) == info.pixel_format.pixel_bytes()
+    });
     // EXIF as read with the header (it comes before the frame), or after
     // a whole decode, which also finds it anywhere else.
     let mut exif = decoder.exif_data().map(<[u8]>::to_vec);
@@ -100,14 +96,13 @@ pub fn decode_scaled(
     if out_w.min(out_h) < min_shorter {
         return None;
     }
-    let image = match info.pixel_format {
+    let mut image = match info.pixel_format {
         PixelFormat::RGB24 => DynamicImage::ImageRgb8(RgbImage::from_raw(out_w, out_h, pixels)?),
         PixelFormat::CMYK32 => {
             DynamicImage::ImageRgb8(RgbImage::from_raw(out_w, out_h, cmyk_to_rgb(&pixels))?)
         }
         _ => DynamicImage::ImageLuma8(GrayImage::from_raw(out_w, out_h, pixels)?),
     };
-    let mut image = image;
     if let Some(orientation) = exif.as_deref().and_then(Orientation::from_exif_chunk) {
         image.apply_orientation(orientation);
     }
