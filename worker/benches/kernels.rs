@@ -160,13 +160,14 @@ fn expand_table() {
             .map(|i| pseudo_random(i + 3))
             .collect();
         let depthwise = FastDepthwise {
-            geometry,
-            weights: Arc::new(
-                Tensor::from_shape(&[cout, kernel, kernel], &filters).expect("shape"),
-            ),
-            bias: Arc::new(Tensor::from_shape(&[cout], &bias).expect("shape")),
             clamp: relu6,
-            output_shape: tvec![cout, out, out],
+            ..FastDepthwise::new(
+                geometry,
+                Tensor::from_shape(&[cout, kernel, kernel], &filters).expect("shape"),
+                Tensor::from_shape(&[cout], &bias).expect("shape"),
+                tvec![cout, out, out],
+            )
+            .expect("shapes fit")
         };
         let op = FastExpandDepthwise::new(&expand, &depthwise).expect("shapes fit");
         let input: Vec<f32> = (0..cin * pixels).map(|i| pseudo_random(i + 7)).collect();

@@ -28,9 +28,40 @@ impl Layout {
     }
 }
 
+/// `planes` (`[channels][pixels]`) in the lanes layout, the padding lanes
+/// zero: how a depthwise convolution's filters (`[channels][taps]`) are
+/// kept, one register per tap for each group of sixteen channels.
+pub fn planes_to_lanes(planes: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+    assert_eq!(planes.len(), channels * pixels);
+    let mut lanes = vec![0f32; Layout::Lanes.len(channels, pixels)];
+    for (c, plane) in planes.chunks_exact(pixels.max(1)).enumerate() {
+        let group = &mut lanes[(c / LANES) * LANES * pixels..][..LANES * pixels];
+        for (p, &value) in plane.iter().enumerate() {
+            group[p * LANES + c % LANES] = value;
+        }
+    }
+    lanes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planes_go_into_lanes_with_zero_padding() {
+        // 18 channels of 2 pixels: channel c, pixel p holds 10 c + p.
+        let planes: Vec<f32> = (0..18)
+            .flat_map(|c| (0..2).map(move |p| (10 * c + p) as f32))
+            .collect();
+        let lanes = planes_to_lanes(&planes, 18, 2);
+        assert_eq!(lanes.len(), 2 * LANES * 2);
+        for c in 0..2 * LANES {
+            for p in 0..2 {
+                let want = if c < 18 { (10 * c + p) as f32 } else { 0.0 };
+                assert_eq!(lanes[(c / LANES) * LANES * 2 + p * LANES + c % LANES], want);
+            }
+        }
+    }
 
     #[test]
     fn lanes_pad_the_last_group() {

@@ -77,6 +77,8 @@ impl Geometry {
 struct Params<'a> {
     input: &'a [f32],
     weights: &'a [f32],
+    /// `weights` in the lanes layout, where the caller keeps them so.
+    tap_lanes: Option<&'a [f32]>,
     bias: &'a [f32],
     /// Clamp bounds; infinite when there is no clamp.
     lo: f32,
@@ -104,6 +106,7 @@ impl<'a> Params<'a> {
         Params {
             input,
             weights,
+            tap_lanes: None,
             bias,
             lo,
             hi,
@@ -239,8 +242,15 @@ pub fn depthwise_between(
     (from, to): (Layout, Layout),
     output: &mut [f32],
 ) {
-    let filters = (filters.weights, filters.bias, filters.clamp);
-    let params = Params::checked(geo, input, filters, (from, to), output.len());
+    let weights = (filters.weights, filters.bias, filters.clamp);
+    let params = Params {
+        tap_lanes: Some(filters.tap_lanes),
+        ..Params::checked(geo, input, weights, (from, to), output.len())
+    };
+    assert_eq!(
+        filters.tap_lanes.len(),
+        Layout::Lanes.len(geo.channels, geo.kernel * geo.kernel)
+    );
     channel_lanes::depthwise_between(geo, &params, (from, to), output);
 }
 

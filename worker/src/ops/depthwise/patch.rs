@@ -1,8 +1,6 @@
 //! Rewrites a decluttered tract model so its depthwise convolutions run on
 //! [`FastDepthwise`]; everything else is left to tract.
 
-use std::sync::Arc;
-
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
@@ -84,11 +82,10 @@ fn fast_op_for(
         }
     };
     let bias = Tensor::from_shape(&[channels], &bias)?;
-    Ok(Some(FastDepthwise {
+    Ok(Some(FastDepthwise::new(
         geometry,
-        weights: Arc::new(weights),
-        bias: Arc::new(bias),
-        clamp: None,
+        weights,
+        bias,
         output_shape,
-    }))
+    )?))
 }

@@ -167,7 +167,7 @@ impl FastExpandDepthwise {
             bias_view.as_slice::<f32>()?,
         );
         match route {
-            Route::Streamed => self.run_streamed(input, filters, output)?,
+            Route::Streamed => self.run_streamed(input, output)?,
             Route::Chunks => {
                 let chunk_len = self.chunks[0].output_channels() * self.pixels;
                 // The expansion writes every element of the chunk it uses.
@@ -183,29 +183,15 @@ impl FastExpandDepthwise {
 impl FastExpandDepthwise {
     /// The expansion streamed into the depthwise convolution row by row.
     #[cfg(target_arch = "x86_64")]
-    fn run_streamed(
-        &self,
-        input: &[f32],
-        (weights, bias): (&[f32], &[f32]),
-        output: &mut [f32],
-    ) -> TractResult<()> {
-        use crate::ops::depthwise::kernel::row_stream::{depthwise_rows, Filters};
-        let filters = Filters {
-            weights,
-            bias,
-            clamp: self.depthwise.clamp_bounds(),
-        };
-        depthwise_rows(
-            &self.depthwise.geometry,
-            &self.rows(input)?,
-            &filters,
-            output,
-        );
-        Ok(())
+    fn run_streamed(&self, input: &[f32], output: &mut [f32]) -> TractResult<()> {
+        use crate::ops::depthwise::kernel::row_stream::depthwise_rows;
+        let rows = self.rows(input)?;
+        let dw = &self.depthwise;
+        dw.with_filters(|filters| depthwise_rows(&dw.geometry, &rows, filters, output))
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn run_streamed(&self, _: &[f32], _: (&[f32], &[f32]), _: &mut [f32]) -> TractResult<()> {
+    fn run_streamed(&self, _: &[f32], _: &mut [f32]) -> TractResult<()> {
         bail!("the streamed route needs x86-64")
     }
 
@@ -353,11 +339,14 @@ pub(crate) mod testing {
         let geometry = Geometry::padded(cout, (kernel, stride), (h, w), (top, left, bottom, right));
         let filters = values(cout * kernel * kernel, 3);
         let depthwise = FastDepthwise {
-            geometry,
-            weights: Arc::new(Tensor::from_shape(&[cout, kernel, kernel], &filters).unwrap()),
-            bias: Arc::new(Tensor::from_shape(&[cout], &values(cout, 4)).unwrap()),
             clamp: Some(((-1f32).to_bits(), 1f32.to_bits())),
-            output_shape: tvec![cout, geometry.out_h, geometry.out_w],
+            ..FastDepthwise::new(
+                geometry,
+                Tensor::from_shape(&[cout, kernel, kernel], &filters).unwrap(),
+                Tensor::from_shape(&[cout], &values(cout, 4)).unwrap(),
+                tvec![cout, geometry.out_h, geometry.out_w],
+            )
+            .unwrap()
         };
         (expand, depthwise)
     }

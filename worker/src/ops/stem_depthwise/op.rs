@@ -170,11 +170,14 @@ mod tests {
             output_shape: tvec![cout, out_h, out_w],
         };
         let depthwise = FastDepthwise {
-            geometry: Geometry::padded(cout, (3, 1), (out_h, out_w), (1, 1, 1, 1)),
-            weights: Arc::new(Tensor::from_shape(&[cout, 3, 3], &values(cout * 9, 3)).unwrap()),
-            bias: Arc::new(Tensor::from_shape(&[cout], &values(cout, 4)).unwrap()),
             clamp: Some(((-1f32).to_bits(), 1f32.to_bits())),
-            output_shape: tvec![cout, out_h, out_w],
+            ..FastDepthwise::new(
+                Geometry::padded(cout, (3, 1), (out_h, out_w), (1, 1, 1, 1)),
+                Tensor::from_shape(&[cout, 3, 3], &values(cout * 9, 3)).unwrap(),
+                Tensor::from_shape(&[cout], &values(cout, 4)).unwrap(),
+                tvec![cout, out_h, out_w],
+            )
+            .unwrap()
         };
         FastStemDepthwise::new(&stem, &depthwise).unwrap()
     }

@@ -14,8 +14,8 @@
 use std::arch::x86_64::*;
 
 use super::{Geometry, Params};
-use crate::ops::lanes::Layout;
 pub(super) use crate::ops::lanes::LANES;
+use crate::ops::lanes::{planes_to_lanes, Layout};
 /// Output pixels of one row computed together: on stride 1 neighbours share
 /// all but one column of input loads, and seven accumulators cover the FMA
 /// latency on two ports. Every row of EfficientNet-Lite0 this path runs is
@@ -86,6 +86,16 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
         lo: _mm512_set1_ps(p.lo),
         hi: _mm512_set1_ps(p.hi),
     };
+    // Ops keep their filters in lanes; the bare kernel (tests, the kernels
+    // bench) lays them out here.
+    let laid_out;
+    let tap_lanes = match p.tap_lanes {
+        Some(lanes) => lanes,
+        None => {
+            laid_out = planes_to_lanes(p.weights, geo.channels, TAPS);
+            &laid_out
+        }
+    };
     for first in (0..geo.channels).step_by(LANES) {
         let channels = (geo.channels - first).min(LANES);
         match from {
@@ -98,10 +108,7 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
                 lanes_in(group, &targets, &mut padded);
             }
         }
-        let weights: [__m512; TAPS] = tap_registers(
-            &p.weights[first * TAPS..(first + channels) * TAPS],
-            channels,
-        );
+        let weights: [__m512; TAPS] = tap_registers(&tap_lanes[first * TAPS..][..TAPS * LANES]);
         let bias = &p.bias[first..first + channels];
         // SAFETY: the mask selects only the `channels` floats of `bias`.
         let bias = unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) };
@@ -161,20 +168,14 @@ pub(super) fn output_row<const K: usize, const S: usize, const TAPS: usize>(
     }
 }
 
-/// The filters of `channels` channels (`[channels, TAPS]`) as one register
-/// per tap, lane `c` holding channel `c`'s weight and zero past `channels`.
-/// The block's filters are one contiguous run, so this is a transpose of
-/// 16-tap slices rather than 16 x TAPS scattered reads.
+/// One group of sixteen channels' filters in the lanes layout
+/// (`[TAPS][16]`) as one register per tap, lane `c` holding channel `c`'s
+/// weight.
 #[target_feature(enable = "avx512f")]
-pub(super) fn tap_registers<const TAPS: usize>(filters: &[f32], channels: usize) -> [__m512; TAPS] {
-    assert_eq!(filters.len(), channels * TAPS);
-    let mut taps = [_mm512_setzero_ps(); TAPS];
-    for first_tap in (0..TAPS).step_by(LANES) {
-        let count = (TAPS - first_tap).min(LANES);
-        let rows = transposed(&filters[first_tap..], TAPS, channels, count);
-        taps[first_tap..first_tap + count].copy_from_slice(&rows[..count]);
-    }
-    taps
+pub(super) fn tap_registers<const TAPS: usize>(tap_lanes: &[f32]) -> [__m512; TAPS] {
+    assert_eq!(tap_lanes.len(), TAPS * LANES);
+    // SAFETY: tap `t`'s sixteen floats are inside `tap_lanes` (asserted).
+    std::array::from_fn(|t| unsafe { _mm512_loadu_ps(tap_lanes[t * LANES..].as_ptr()) })
 }
 
 /// `lines` runs of `count` floats (at most 16 each), `stride` apart from

@@ -97,9 +97,11 @@ pub fn depthwise_rows_into(
 ) {
     assert!(available(), "AVX-512F path on a CPU without it");
     assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
+    let taps = geo.kernel * geo.kernel;
+    assert_eq!(filters.weights.len(), geo.channels * taps);
     assert_eq!(
-        filters.weights.len(),
-        geo.channels * geo.kernel * geo.kernel
+        filters.tap_lanes.len(),
+        geo.channels.div_ceil(LANES) * taps * LANES
     );
     assert_eq!(filters.bias.len(), geo.channels);
     // SAFETY: the CPU supports AVX-512F (asserted above), the only feature
@@ -115,10 +117,11 @@ pub fn depthwise_rows_into(
     }
 }
 
-/// The depthwise convolution's weights (`[channels][k * k]`), bias and
-/// clamp.
+/// The depthwise convolution's weights (`[channels][k * k]`, and in the
+/// lanes layout, `[channels / 16][k * k][16]`), bias and clamp.
 pub struct Filters<'a> {
     pub weights: &'a [f32],
+    pub tap_lanes: &'a [f32],
     pub bias: &'a [f32],
     pub clamp: Option<(f32, f32)>,
 }
@@ -142,13 +145,7 @@ fn rows<const K: usize, const S: usize, const TAPS: usize>(
     // are never written, so they stay zero.
     let mut ring = vec![_mm512_setzero_ps(); K * stride];
     let taps: Vec<[__m512; TAPS]> = (0..blocks)
-        .map(|b| {
-            let channels = block_channels(geo.channels, b);
-            tap_registers(
-                &filters.weights[b * LANES * TAPS..][..channels * TAPS],
-                channels,
-            )
-        })
+        .map(|b| tap_registers(&filters.tap_lanes[b * TAPS * LANES..][..TAPS * LANES]))
         .collect();
     let biases: Vec<__m512> = (0..blocks)
         .map(|b| {
@@ -196,6 +193,7 @@ fn block_channels(channels: usize, b: usize) -> usize {
 mod tests {
     use super::*;
     use crate::ops::depthwise::kernel::depthwise_reference;
+    use crate::ops::lanes::planes_to_lanes;
     use crate::test_support::values;
 
     /// NCHW planes handed over row by row, with a canary in every lane
@@ -260,6 +258,7 @@ mod tests {
             let source = Planes { input: &input, geo };
             let filters = Filters {
                 weights: &weights,
+                tap_lanes: &planes_to_lanes(&weights, channels, kernel * kernel),
                 bias: &bias,
                 clamp,
             };
