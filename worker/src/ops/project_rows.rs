@@ -39,6 +39,10 @@ pub struct ProjectRows<'a> {
     pub output: &'a mut [f32],
     /// Pixels per output plane.
     pub plane: usize,
+    /// One projected row, output channels in the lanes: `[vector][x]`.
+    /// Empty at first; sized by the first row and reused for the others,
+    /// as every tile overwrites its part.
+    pub projected: Vec<__m512>,
 }
 
 impl RowSink for ProjectRows<'_> {
@@ -65,8 +69,8 @@ impl ProjectRows<'_> {
     unsafe fn project(&mut self, y: usize, row: &[__m512], width: usize) {
         let cout = self.output_channels;
         let vectors = cout.div_ceil(LANES);
-        // The projected row, output channels in the lanes: `[vector][x]`.
-        let mut projected = vec![_mm512_setzero_ps(); vectors * width];
+        let mut projected = std::mem::take(&mut self.projected);
+        projected.resize(vectors * width, _mm512_setzero_ps());
         for panel in 0..cout.div_ceil(CHANNEL_PANEL) {
             let mut x = 0;
             // SAFETY: tiles stay inside the row (`x + N <= width`).
@@ -95,6 +99,7 @@ impl ProjectRows<'_> {
                 (self.plane, at),
             );
         }
+        self.projected = projected;
         if let Some(residual) = self.residual {
             for c in 0..cout {
                 let range = c * self.plane + at..c * self.plane + at + width;

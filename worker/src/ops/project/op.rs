@@ -103,6 +103,7 @@ impl FastProjected {
             residual,
             output,
             plane: projection.pixels,
+            projected: Vec::new(),
         };
         dw.with_filters(|filters| depthwise_rows_into(&dw.geometry, &rows, filters, &mut sink))
     }
