@@ -109,6 +109,14 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
             }
         }
         let weights: [__m512; TAPS] = tap_registers(&tap_lanes[first * TAPS..][..TAPS * LANES]);
+        // The next group's filters, one cache line per tap, while this
+        // group runs: they come from memory once per image, and a run of
+        // 9 or 25 lines is too short for the hardware prefetcher.
+        if let Some(next) = tap_lanes.get((first + LANES) * TAPS..) {
+            for tap in next.chunks(LANES).take(TAPS) {
+                _mm_prefetch::<_MM_HINT_T0>(tap.as_ptr().cast());
+            }
+        }
         let bias = &p.bias[first..first + channels];
         // SAFETY: the mask selects only the `channels` floats of `bias`.
         let bias = unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) };
