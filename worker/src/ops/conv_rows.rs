@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use crate::ops::depthwise::kernel::row_stream::LaneRows;
+use crate::ops::planes::PlanesIn;
 use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL};
 use crate::ops::stem::im2col::Geometry;
 
@@ -29,7 +30,7 @@ const PIXELS: usize = 7;
 pub struct ConvRows<'a> {
     pub geometry: Geometry,
     pub output_channels: usize,
-    pub input: &'a [f32],
+    pub input: PlanesIn<'a>,
     pub panels: &'a ChannelPanels,
     /// Clamp bounds; infinite when there is none.
     pub clamp: (f32, f32),
@@ -38,7 +39,7 @@ pub struct ConvRows<'a> {
 impl LaneRows for ConvRows<'_> {
     fn fill(&self, y: usize, columns: usize, row: &mut [__m512], stride: usize, offset: usize) {
         let g = &self.geometry;
-        assert_eq!(self.input.len(), g.input_len());
+        assert_eq!(self.input.floats(), g.input_len());
         assert!(y < g.out_h && columns <= g.out_w);
         assert!(g.kernel_h == g.kernel_w && g.stride_h == g.stride_w);
         assert_eq!(
@@ -189,7 +190,7 @@ impl Tiles<'_> {
         for ci in 0..g.input_channels {
             for ky in self.filter_rows.clone() {
                 let iy = self.y * S + ky - g.pad_top;
-                let line = &rows.input[ci * plane + iy * g.in_w..][..g.in_w];
+                let line = rows.input.line(ci * plane + iy * g.in_w, g.in_w);
                 for kx in 0..K {
                     let tap = (ci * K + ky) * K + kx;
                     let w: [__m512; V] = std::array::from_fn(|v| unsafe {

@@ -57,6 +57,29 @@ pub unsafe fn eval_with_residual_into(
     Ok(tvec!(output.into_tvalue()))
 }
 
+/// The tensor a block reads as both its inputs (its input and its
+/// residual) when nothing else holds it, which tract ensures on the last
+/// use of a value: the block may then write its output over it. Otherwise
+/// the inputs, untouched.
+pub fn sole_input_and_residual(mut inputs: TVec<TValue>) -> Result<Tensor, TVec<TValue>> {
+    let one_tensor = match &inputs[..] {
+        [input, residual] => match (input.as_arc_tensor(), residual.as_arc_tensor()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        },
+        _ => false,
+    };
+    if !one_tensor {
+        return Err(inputs);
+    }
+    let residual = inputs.pop().expect("two inputs");
+    drop(inputs);
+    Arc::try_unwrap(residual.into_arc_tensor()).map_err(|shared| {
+        let value = shared.into_tvalue();
+        tvec![value.clone(), value]
+    })
+}
+
 /// The FMAs of a fused op: the sum of its parts' `costs`.
 pub fn fma_cost(costs: impl IntoIterator<Item = (Cost, TDim)>) -> TVec<(Cost, TDim)> {
     let mut fma: TDim = 0.into();

@@ -10,6 +10,8 @@ mod eval;
 pub mod expand;
 mod lanes;
 pub mod lanes_block;
+#[cfg(target_arch = "x86_64")]
+mod planes;
 pub mod pointwise;
 pub mod project;
 #[cfg(target_arch = "x86_64")]

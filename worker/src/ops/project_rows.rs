@@ -19,6 +19,7 @@
 use std::arch::x86_64::*;
 
 use crate::ops::depthwise::kernel::row_stream::{transpose_out, RowSink};
+use crate::ops::planes::PlanesOut;
 use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL};
 
 const LANES: usize = 16;
@@ -27,7 +28,7 @@ const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
 const PIXELS: usize = 7;
 
 /// The projection by `panels` (`[cout / 48][cin][48]`) of the rows it
-/// takes, into `output` (`[cout][plane]`), plus `residual` (shaped alike)
+/// takes, into `output` (`[cout][plane]`), plus the residual (shaped alike)
 /// when there is one.
 pub struct ProjectRows<'a> {
     pub panels: &'a ChannelPanels,
@@ -35,14 +36,25 @@ pub struct ProjectRows<'a> {
     pub output_channels: usize,
     /// Clamp bounds; infinite when there is none.
     pub clamp: (f32, f32),
-    pub residual: Option<&'a [f32]>,
-    pub output: &'a mut [f32],
+    pub residual: Residual<'a>,
+    pub output: PlanesOut<'a>,
     /// Pixels per output plane.
     pub plane: usize,
     /// One projected row, output channels in the lanes: `[vector][x]`.
     /// Empty at first; sized by the first row and reused for the others,
     /// as every tile overwrites its part.
     pub projected: Vec<__m512>,
+}
+
+/// What the projection adds last.
+pub enum Residual<'a> {
+    None,
+    /// Planes of their own.
+    Planes(&'a [f32]),
+    /// What `output` holds: the block's input, when the block runs in
+    /// place. Each output row is added to the input row it replaces, which
+    /// the block has read by then.
+    InPlace,
 }
 
 impl RowSink for ProjectRows<'_> {
@@ -54,8 +66,10 @@ impl RowSink for ProjectRows<'_> {
             self.panels.panels.len(),
             cout.div_ceil(CHANNEL_PANEL) * cin * CHANNEL_PANEL
         );
-        assert_eq!(self.output.len(), cout * self.plane);
-        assert!(self.residual.is_none_or(|r| r.len() == self.output.len()));
+        assert_eq!(self.output.floats(), cout * self.plane);
+        if let Residual::Planes(residual) = self.residual {
+            assert_eq!(residual.len(), self.output.floats());
+        }
         assert!((y + 1) * width <= self.plane);
         // SAFETY: AVX-512F is there and the slices fit (asserted above).
         unsafe { self.project(y, row, width) }
@@ -90,20 +104,26 @@ impl ProjectRows<'_> {
             }
         }
         let at = y * width;
+        let in_place = matches!(self.residual, Residual::InPlace);
         for (v, pixels) in projected.chunks_exact(width).enumerate() {
             let channels = (cout - v * LANES).min(LANES);
-            transpose_out(
-                pixels,
-                channels,
-                &mut self.output[v * LANES * self.plane..][..channels * self.plane],
-                (self.plane, at),
-            );
+            let planes = self
+                .output
+                .slice_mut(v * LANES * self.plane, channels * self.plane);
+            // In place, the residual is added as the row is stored: the
+            // same sum, as addition commutes.
+            if in_place {
+                transpose_out::<true>(pixels, channels, planes, (self.plane, at));
+            } else {
+                transpose_out::<false>(pixels, channels, planes, (self.plane, at));
+            }
         }
         self.projected = projected;
-        if let Some(residual) = self.residual {
+        if let Residual::Planes(residual) = self.residual {
             for c in 0..cout {
-                let range = c * self.plane + at..c * self.plane + at + width;
-                for (out, res) in self.output[range.clone()].iter_mut().zip(&residual[range]) {
+                let start = c * self.plane + at;
+                let row = self.output.slice_mut(start, width);
+                for (out, res) in row.iter_mut().zip(&residual[start..start + width]) {
                     *out += res;
                 }
             }

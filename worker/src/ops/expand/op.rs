@@ -185,7 +185,7 @@ impl FastExpandDepthwise {
     #[cfg(target_arch = "x86_64")]
     fn run_streamed(&self, input: &[f32], output: &mut [f32]) -> TractResult<()> {
         use crate::ops::depthwise::kernel::row_stream::depthwise_rows;
-        let rows = self.rows(input)?;
+        let rows = self.rows(input.into())?;
         let dw = &self.depthwise;
         dw.with_filters(|filters| depthwise_rows(&dw.geometry, &rows, filters, output))
     }
@@ -200,10 +200,10 @@ impl FastExpandDepthwise {
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn rows<'a>(
         &'a self,
-        input: &'a [f32],
+        input: crate::ops::planes::PlanesIn<'a>,
     ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
         ensure!(
-            input.len() == self.input_channels() * self.pixels,
+            input.floats() == self.input_channels() * self.pixels,
             "FastExpandDepthwise: input shape does not match the op"
         );
         let g = &self.depthwise.geometry;

@@ -47,7 +47,7 @@ impl FastStemDepthwise {
             output.len() == dw.geometry.output_len(),
             "FastStemDepthwise: output shape does not match the op"
         );
-        let rows = self.rows(input)?;
+        let rows = self.rows(input.into())?;
         dw.with_filters(|filters| depthwise_rows(&dw.geometry, &rows, filters, output))
     }
 
@@ -56,10 +56,10 @@ impl FastStemDepthwise {
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn rows<'a>(
         &'a self,
-        input: &'a [f32],
+        input: crate::ops::planes::PlanesIn<'a>,
     ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
         ensure!(
-            input.len() == self.stem.geometry.input_len(),
+            input.floats() == self.stem.geometry.input_len(),
             "FastStemDepthwise: input shape does not match the op"
         );
         Ok(crate::ops::conv_rows::ConvRows {

@@ -128,7 +128,7 @@ fn blocks<const K: usize, const S: usize, const TAPS: usize>(
             output_row::<K, S, TAPS>(&window, &weights, bias, clamp, row);
         }
         match to {
-            Layout::Planes => transpose_out(
+            Layout::Planes => transpose_out::<false>(
                 &outputs,
                 channels,
                 &mut output[first * plane_out..(first + channels) * plane_out],
@@ -272,9 +272,10 @@ fn lanes_out(outputs: &[__m512], group: &mut [f32]) {
 
 /// Copies the first `channels` lanes of every register of `outputs` (one
 /// per output pixel) into that many NCHW planes of `output`, each `plane`
-/// floats long, from pixel `at` of each plane on (a whole plane, or a row).
+/// floats long, from pixel `at` of each plane on (a whole plane, or a row);
+/// with `ADD`, adds them to what `output` holds there instead.
 #[target_feature(enable = "avx512f")]
-pub(crate) fn transpose_out(
+pub(crate) fn transpose_out<const ADD: bool>(
     outputs: &[__m512],
     channels: usize,
     output: &mut [f32],
@@ -287,8 +288,16 @@ pub(crate) fn transpose_out(
         transpose(&mut rows);
         for (c, row) in rows.iter().enumerate().take(channels) {
             let dst = &mut output[c * plane + at + start..][..pixels];
+            let mask = first_lanes(pixels);
             // SAFETY: the mask selects only the `pixels` floats of `dst`.
-            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), first_lanes(pixels), *row) };
+            unsafe {
+                let value = if ADD {
+                    _mm512_add_ps(*row, _mm512_maskz_loadu_ps(mask, dst.as_ptr()))
+                } else {
+                    *row
+                };
+                _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, value);
+            }
         }
     }
 }

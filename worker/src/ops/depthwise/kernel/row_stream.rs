@@ -55,7 +55,7 @@ impl RowSink for Planes<'_> {
             // SAFETY: rows come only from `rows`, which runs once
             // `depthwise_rows_into` has asserted AVX-512F.
             unsafe {
-                transpose_out(
+                transpose_out::<false>(
                     pixels,
                     channels,
                     &mut self.output[b * LANES * self.plane..][..channels * self.plane],
