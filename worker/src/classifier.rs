@@ -11,6 +11,7 @@ use tract_onnx::prelude::*;
 use crate::decode::{decode_rgb_within, DecodeLimits};
 use crate::error::{ClassifyError, ModelError};
 use crate::manifest::ModelManifest;
+use crate::ops::chain::op::FastChain;
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::expand::op::FastExpandDepthwise;
 use crate::ops::lanes_block::op::FastLanesBlock;
@@ -200,12 +201,12 @@ impl Classifier {
     /// [`crate::ops::depthwise`]'s kernels, alone or fused with their
     /// expansion or the stem (and maybe their projection).
     pub fn fast_depthwise_nodes(&self) -> usize {
-        self.count_nodes(|node| {
-            node.op_is::<FastDepthwise>()
-                || node.op_is::<FastExpandDepthwise>()
-                || node.op_is::<FastLanesBlock>()
-                || node.op_is::<FastStemDepthwise>()
-                || node.op_is::<FastProjected>()
+        self.count_ops(|op| {
+            op.is::<FastDepthwise>()
+                || op.is::<FastExpandDepthwise>()
+                || op.is::<FastLanesBlock>()
+                || op.is::<FastStemDepthwise>()
+                || op.is::<FastProjected>()
         })
     }
 
@@ -213,11 +214,11 @@ impl Classifier {
     /// ([`crate::ops::expand`], [`crate::ops::lanes_block`]), and maybe
     /// their projection.
     pub fn fused_expansion_nodes(&self) -> usize {
-        self.count_nodes(|node| {
-            node.op_is::<FastExpandDepthwise>()
-                || node.op_is::<FastLanesBlock>()
-                || node
-                    .op_as::<FastProjected>()
+        self.count_ops(|op| {
+            op.is::<FastExpandDepthwise>()
+                || op.is::<FastLanesBlock>()
+                || op
+                    .downcast_ref::<FastProjected>()
                     .is_some_and(|op| matches!(op.source, Streamed::Expand(_)))
         })
     }
@@ -227,11 +228,11 @@ impl Classifier {
     /// convolution ([`crate::ops::stem_depthwise`]) and maybe its
     /// projection.
     pub fn fast_stem_nodes(&self) -> usize {
-        self.count_nodes(|node| {
-            node.op_is::<FastStemConv>()
-                || node.op_is::<FastStemDepthwise>()
-                || node
-                    .op_as::<FastProjected>()
+        self.count_ops(|op| {
+            op.is::<FastStemConv>()
+                || op.is::<FastStemDepthwise>()
+                || op
+                    .downcast_ref::<FastProjected>()
                     .is_some_and(|op| matches!(op.source, Streamed::Stem(_)))
         })
     }
@@ -239,22 +240,32 @@ impl Classifier {
     /// How many projections take their depthwise convolution's rows as
     /// they are computed ([`crate::ops::project`]).
     pub fn fused_projection_nodes(&self) -> usize {
-        self.count_nodes(|node| node.op_is::<FastProjected>())
+        self.count_ops(|op| op.is::<FastProjected>())
     }
 
     /// How many blocks on small planes run through the lanes layout
     /// ([`crate::ops::lanes_block`]).
     pub fn lanes_block_nodes(&self) -> usize {
-        self.count_nodes(|node| node.op_is::<FastLanesBlock>())
+        self.count_ops(|op| op.is::<FastLanesBlock>())
     }
 
-    fn count_nodes(&self, wanted: impl Fn(&TypedNode) -> bool) -> usize {
-        self.plan
-            .model()
-            .nodes()
-            .iter()
-            .filter(|node| wanted(node))
-            .count()
+    /// How many pairs of streamed blocks run chained row by row
+    /// ([`crate::ops::chain`]).
+    pub fn chained_nodes(&self) -> usize {
+        self.count_ops(|op| op.is::<FastChain>())
+    }
+
+    /// How many ops of the plan are `wanted`, looking into chains: a
+    /// [`FastChain`] counts as itself and as each of its two blocks.
+    fn count_ops(&self, wanted: impl Fn(&dyn TypedOp) -> bool) -> usize {
+        let nodes = self.plan.model().nodes();
+        let ops = nodes.iter().flat_map(|node| {
+            let chained = node
+                .op_as::<FastChain>()
+                .map(|chain| [&chain.first as &dyn TypedOp, &chain.second as &dyn TypedOp]);
+            std::iter::once(node.op.as_ref()).chain(chained.into_iter().flatten())
+        });
+        ops.filter(|op| wanted(*op)).count()
     }
 
     fn check_output_width(&self) -> Result<(), ModelError> {

@@ -3,6 +3,7 @@
 //! its patch), the matching they share (`rewrite.rs`) and the list of patches
 //! in the order a model gets them ([`PATCHES`]).
 
+pub mod chain;
 #[cfg(target_arch = "x86_64")]
 mod conv_rows;
 pub mod depthwise;
@@ -39,8 +40,9 @@ pub struct Patch {
 /// pointwise patches leave, the stem goes after them so the only
 /// convolutions left to it are the regular ones, and the stem's fusion with
 /// its depthwise convolution comes after them; then the projections, as
-/// they fuse with what those two made, and last the small planes' blocks,
-/// from what is left of the pointwise and depthwise ops.
+/// they fuse with what those two made, the small planes' blocks, from what
+/// is left of the pointwise and depthwise ops, and last the chains of the
+/// projected blocks.
 pub const PATCHES: &[Patch] = &[
     Patch {
         name: "depthwise",
@@ -76,6 +78,11 @@ pub const PATCHES: &[Patch] = &[
         name: "lanes_block",
         counts: "blocks on small planes fused in lanes",
         apply: lanes_block::use_fast_lanes_block,
+    },
+    Patch {
+        name: "chain",
+        counts: "pairs of streamed blocks chained row by row",
+        apply: chain::use_fast_chain,
     },
 ];
 
@@ -127,7 +134,7 @@ mod tests {
     fn bit_identical_fusions_keep_every_bit_of_the_logits() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let fused = bits(&patched_logits(efficientnet(), every_patch));
-        for name in ["project", "lanes_block"] {
+        for name in ["project", "lanes_block", "chain"] {
             let unfused = patched_logits(efficientnet(), |model| every_patch_but(model, name));
             assert_eq!(bits(&unfused), fused, "{name}");
         }
@@ -157,7 +164,8 @@ mod tests {
                 ("stem", 1),
                 ("stem_depthwise", stems),
                 ("project", projections),
-                ("lanes_block", lanes_blocks)
+                ("lanes_block", lanes_blocks),
+                ("chain", usize::from(streams)),
             ]
         );
     }

@@ -202,11 +202,32 @@ impl FastExpandDepthwise {
         &'a self,
         input: crate::ops::planes::PlanesIn<'a>,
     ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
+        self.rows_of(input, self.depthwise.geometry.in_h)
+    }
+
+    /// [`FastExpandDepthwise::rows`] of one input row only (`line`, every
+    /// input channel's pixels of that row), as its row 0: the expansion
+    /// of a row another op has just made (`ops::chain`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn line_rows<'a>(
+        &'a self,
+        line: crate::ops::planes::PlanesIn<'a>,
+    ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
+        self.rows_of(line, 1)
+    }
+
+    /// The expansion of `height` rows of input planes.
+    #[cfg(target_arch = "x86_64")]
+    fn rows_of<'a>(
+        &'a self,
+        input: crate::ops::planes::PlanesIn<'a>,
+        height: usize,
+    ) -> TractResult<crate::ops::conv_rows::ConvRows<'a>> {
+        let g = &self.depthwise.geometry;
         ensure!(
-            input.floats() == self.input_channels() * self.pixels,
+            input.floats() == self.input_channels() * height * g.in_w,
             "FastExpandDepthwise: input shape does not match the op"
         );
-        let g = &self.depthwise.geometry;
         Ok(crate::ops::conv_rows::ConvRows {
             geometry: crate::ops::stem::im2col::Geometry {
                 input_channels: self.input_channels(),
@@ -214,11 +235,11 @@ impl FastExpandDepthwise {
                 kernel_w: 1,
                 stride_h: 1,
                 stride_w: 1,
-                in_h: g.in_h,
+                in_h: height,
                 in_w: g.in_w,
                 pad_top: 0,
                 pad_left: 0,
-                out_h: g.in_h,
+                out_h: height,
                 out_w: g.in_w,
             },
             output_channels: g.channels,

@@ -136,7 +136,6 @@ impl FastProjected {
         output: crate::ops::planes::PlanesOut,
     ) -> TractResult<()> {
         use crate::ops::depthwise::kernel::row_stream::{available, depthwise_rows_into};
-        use crate::ops::project_rows::ProjectRows;
 
         ensure!(available(), "FastProjected needs AVX-512F");
         let dw = self.source.depthwise();
@@ -145,19 +144,33 @@ impl FastProjected {
             Streamed::Expand(op) => op.rows(input)?,
             Streamed::Stem(op) => op.rows(input)?,
         };
-        let mut sink = ProjectRows {
+        let mut sink = self.projection_rows(residual, output, projection.pixels);
+        dw.with_filters(|filters| depthwise_rows_into(&dw.geometry, &rows, filters, &mut sink))
+    }
+
+    /// The projection as a sink for the depthwise convolution's rows, into
+    /// `output` planes of `plane` pixels (one row's, for a row that goes
+    /// on into another block: `ops::chain`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn projection_rows<'a>(
+        &'a self,
+        residual: crate::ops::project_rows::Residual<'a>,
+        output: crate::ops::planes::PlanesOut<'a>,
+        plane: usize,
+    ) -> crate::ops::project_rows::ProjectRows<'a> {
+        crate::ops::project_rows::ProjectRows {
             panels: &self.lanes,
-            input_channels: dw.geometry.channels,
-            output_channels: projection.weights.output_channels(),
-            clamp: projection
+            input_channels: self.source.depthwise().geometry.channels,
+            output_channels: self.projection.weights.output_channels(),
+            clamp: self
+                .projection
                 .clamp_bounds()
                 .unwrap_or((f32::NEG_INFINITY, f32::INFINITY)),
             residual,
             output,
-            plane: projection.pixels,
+            plane,
             projected: Vec::new(),
-        };
-        dw.with_filters(|filters| depthwise_rows_into(&dw.geometry, &rows, filters, &mut sink))
+        }
     }
 
     #[cfg(not(target_arch = "x86_64"))]

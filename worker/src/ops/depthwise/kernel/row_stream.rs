@@ -12,6 +12,7 @@
 //! transposed straight into its place in the NCHW output.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 /// Writes rows of pixels with channels in the lanes into NCHW planes.
 pub(crate) use super::channel_lanes::transpose_out;
@@ -95,6 +96,56 @@ pub fn depthwise_rows_into(
     filters: &Filters,
     sink: &mut impl RowSink,
 ) {
+    check(geo, filters);
+    // SAFETY: the CPU supports AVX-512F (`check`), the only feature these
+    // functions are compiled for.
+    unsafe {
+        match (geo.kernel, geo.stride) {
+            (3, 1) => rows::<3, 1, 9>(geo, source, filters, sink),
+            (3, 2) => rows::<3, 2, 9>(geo, source, filters, sink),
+            (5, 1) => rows::<5, 1, 25>(geo, source, filters, sink),
+            (5, 2) => rows::<5, 2, 25>(geo, source, filters, sink),
+            _ => unreachable!("checked by is_supported"),
+        }
+    }
+}
+
+/// Two depthwise convolutions in a row, the first's output rows becoming
+/// the second's input rows one at a time: `link` takes each output row of
+/// the first (as its row 0: it holds one row) and `then` reads it back as
+/// its input row 0, producing that input row of the second (a 1x1
+/// expansion, say), whose output rows go to `sink`. Nothing between the
+/// two is ever whole. Every value is the one of the two run apart.
+///
+/// Panics if the CPU lacks AVX-512F, the slices or a geometry do not fit,
+/// or the second does not read exactly the first's rows.
+pub fn depthwise_rows_chained(
+    (first, source, first_filters): (&Geometry, &impl LaneRows, &Filters),
+    link: &mut impl RowSink,
+    (second, then, second_filters): (&Geometry, &impl LaneRows, &Filters),
+    sink: &mut impl RowSink,
+) {
+    check(first, first_filters);
+    assert_eq!(
+        second.in_h, first.out_h,
+        "the second convolution reads other rows"
+    );
+    let first = (first, source, first_filters);
+    // SAFETY: as in `depthwise_rows_into`.
+    unsafe {
+        match (first.0.kernel, first.0.stride) {
+            (3, 1) => chained::<3, 1, 9>(first, link, (second, then, second_filters), sink),
+            (3, 2) => chained::<3, 2, 9>(first, link, (second, then, second_filters), sink),
+            (5, 1) => chained::<5, 1, 25>(first, link, (second, then, second_filters), sink),
+            (5, 2) => chained::<5, 2, 25>(first, link, (second, then, second_filters), sink),
+            _ => unreachable!("checked by is_supported"),
+        }
+    }
+}
+
+/// Panics unless the CPU has AVX-512F and `filters` fit `geo`, which the
+/// kernels' unchecked loads rely on.
+fn check(geo: &Geometry, filters: &Filters) {
     assert!(available(), "AVX-512F path on a CPU without it");
     assert!(geo.is_supported(), "unsupported depthwise geometry {geo:?}");
     let taps = geo.kernel * geo.kernel;
@@ -104,16 +155,53 @@ pub fn depthwise_rows_into(
         geo.channels.div_ceil(LANES) * taps * LANES
     );
     assert_eq!(filters.bias.len(), geo.channels);
-    // SAFETY: the CPU supports AVX-512F (asserted above), the only feature
-    // these functions are compiled for.
-    unsafe {
-        match (geo.kernel, geo.stride) {
-            (3, 1) => rows::<3, 1, 9>(geo, source, filters, sink),
-            (3, 2) => rows::<3, 2, 9>(geo, source, filters, sink),
-            (5, 1) => rows::<5, 1, 25>(geo, source, filters, sink),
-            (5, 2) => rows::<5, 2, 25>(geo, source, filters, sink),
-            _ => unreachable!("checked by is_supported"),
+}
+
+#[target_feature(enable = "avx512f")]
+fn chained<const K: usize, const S: usize, const TAPS: usize>(
+    (first, source, first_filters): (&Geometry, &impl LaneRows, &Filters),
+    link: &mut impl RowSink,
+    (second, then, second_filters): (&Geometry, &impl LaneRows, &Filters),
+    sink: &mut impl RowSink,
+) {
+    let chained = Chained {
+        first: RefCell::new((Stream::<K, S, TAPS>::new(first, first_filters), link)),
+        source,
+        then,
+        width: first.out_w,
+    };
+    depthwise_rows_into(second, &chained, second_filters, sink);
+}
+
+/// The second convolution's input rows of [`depthwise_rows_chained`]:
+/// input row `y` is the first convolution's output row `y` through `link`
+/// and `then`.
+struct Chained<'a, const K: usize, const S: usize, const TAPS: usize, A, L, B> {
+    first: RefCell<(Stream<K, S, TAPS>, &'a mut L)>,
+    source: &'a A,
+    then: &'a B,
+    /// The first convolution's output width.
+    width: usize,
+}
+
+impl<const K: usize, const S: usize, const TAPS: usize, A, L, B> LaneRows
+    for Chained<'_, K, S, TAPS, A, L, B>
+where
+    A: LaneRows,
+    L: RowSink,
+    B: LaneRows,
+{
+    fn fill(&self, y: usize, columns: usize, row: &mut [__m512], stride: usize, offset: usize) {
+        {
+            let mut first = self.first.borrow_mut();
+            let (stream, link) = &mut *first;
+            // SAFETY: AVX-512F is there (`depthwise_rows_chained` checked).
+            let (produced, output) = unsafe { stream.next_row(self.source) }
+                .expect("the second convolution asks for no more rows than the first makes");
+            assert_eq!(produced, y, "input rows asked for out of order");
+            link.take(0, output, self.width);
         }
+        self.then.fill(0, columns, row, stride, offset);
     }
 }
 
@@ -133,54 +221,108 @@ fn rows<const K: usize, const S: usize, const TAPS: usize>(
     filters: &Filters,
     sink: &mut impl RowSink,
 ) {
-    let blocks = geo.channels.div_ceil(LANES);
-    // Padded columns up to the last window's far edge; the input columns
-    // past it (VALID crops) are never produced.
-    let width = (geo.out_w - 1) * S + K;
-    let columns = geo.in_w.min(width - geo.pad_left);
-    let stride = blocks * width;
-    // `K` padded rows of every block, row `r` in slot `r % K`: output row
-    // `y` reads rows `y * S..y * S + K`, and rows are produced in order
-    // just before the first output row that needs them. The padding columns
-    // are never written, so they stay zero.
-    let mut ring = vec![_mm512_setzero_ps(); K * stride];
-    let taps: Vec<[__m512; TAPS]> = (0..blocks)
-        .map(|b| tap_registers(&filters.tap_lanes[b * TAPS * LANES..][..TAPS * LANES]))
-        .collect();
-    let biases: Vec<__m512> = (0..blocks)
-        .map(|b| {
-            let bias = &filters.bias[b * LANES..];
-            let channels = block_channels(geo.channels, b);
-            // SAFETY: the mask selects only the `channels` floats of `bias`.
-            unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) }
-        })
-        .collect();
-    let (lo, hi) = filters.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    let clamp = Clamp {
-        lo: _mm512_set1_ps(lo),
-        hi: _mm512_set1_ps(hi),
-    };
-    let mut out_row = vec![_mm512_setzero_ps(); blocks * geo.out_w];
-    let mut produced = 0;
-    for y in 0..geo.out_h {
-        while produced < y * S + K {
-            let slot = &mut ring[(produced % K) * stride..][..stride];
-            match produced.checked_sub(geo.pad_top) {
-                Some(iy) if iy < geo.in_h => source.fill(iy, columns, slot, width, geo.pad_left),
+    let mut stream = Stream::<K, S, TAPS>::new(geo, filters);
+    while let Some((y, row)) = stream.next_row(source) {
+        sink.take(y, row, geo.out_w);
+    }
+}
+
+/// The convolution one output row at a time, each computed when asked
+/// for from the input rows it needs, which `source` produces just then.
+struct Stream<const K: usize, const S: usize, const TAPS: usize> {
+    geo: Geometry,
+    /// Padded columns of a ring row.
+    width: usize,
+    /// Input columns a ring row takes.
+    columns: usize,
+    /// Floats (registers) of one ring slot: every block's padded row.
+    stride: usize,
+    /// `K` padded rows of every block, row `r` in slot `r % K`: output row
+    /// `y` reads rows `y * S..y * S + K`, and rows are produced in order
+    /// just before the first output row that needs them. The padding
+    /// columns are never written, so they stay zero.
+    ring: Vec<__m512>,
+    taps: Vec<[__m512; TAPS]>,
+    biases: Vec<__m512>,
+    clamp: Clamp,
+    out_row: Vec<__m512>,
+    /// Padded rows in the ring so far.
+    produced: usize,
+    /// The next output row.
+    next: usize,
+}
+
+impl<const K: usize, const S: usize, const TAPS: usize> Stream<K, S, TAPS> {
+    #[target_feature(enable = "avx512f")]
+    fn new(geo: &Geometry, filters: &Filters) -> Self {
+        let blocks = geo.channels.div_ceil(LANES);
+        // Padded columns up to the last window's far edge; the input
+        // columns past it (VALID crops) are never produced.
+        let width = (geo.out_w - 1) * S + K;
+        let columns = geo.in_w.min(width - geo.pad_left);
+        let stride = blocks * width;
+        let taps = (0..blocks)
+            .map(|b| tap_registers(&filters.tap_lanes[b * TAPS * LANES..][..TAPS * LANES]))
+            .collect();
+        let biases = (0..blocks)
+            .map(|b| {
+                let bias = &filters.bias[b * LANES..];
+                let channels = block_channels(geo.channels, b);
+                // SAFETY: the mask selects only the `channels` floats of
+                // `bias`.
+                unsafe { _mm512_maskz_loadu_ps(first_lanes(channels), bias.as_ptr()) }
+            })
+            .collect();
+        let (lo, hi) = filters.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        Stream {
+            geo: *geo,
+            width,
+            columns,
+            stride,
+            ring: vec![_mm512_setzero_ps(); K * stride],
+            taps,
+            biases,
+            clamp: Clamp {
+                lo: _mm512_set1_ps(lo),
+                hi: _mm512_set1_ps(hi),
+            },
+            out_row: vec![_mm512_setzero_ps(); blocks * geo.out_w],
+            produced: 0,
+            next: 0,
+        }
+    }
+
+    /// The next output row and its index (pixel `x` of channels
+    /// `16 b..16 b + 16` at `b * out_w + x`), after asking `source` for
+    /// the input rows it needs, in order; `None` past the last.
+    #[target_feature(enable = "avx512f")]
+    fn next_row(&mut self, source: &impl LaneRows) -> Option<(usize, &[__m512])> {
+        let (geo, y) = (&self.geo, self.next);
+        if y == geo.out_h {
+            return None;
+        }
+        while self.produced < y * S + K {
+            let slot = &mut self.ring[(self.produced % K) * self.stride..][..self.stride];
+            match self.produced.checked_sub(geo.pad_top) {
+                Some(iy) if iy < geo.in_h => {
+                    source.fill(iy, self.columns, slot, self.width, geo.pad_left)
+                }
                 // Padding rows: the slot may hold an older input row.
                 _ => slot.fill(_mm512_setzero_ps()),
             }
-            produced += 1;
+            self.produced += 1;
         }
-        for (b, (taps, &bias)) in taps.iter().zip(&biases).enumerate() {
+        let width = self.width;
+        for (b, (taps, &bias)) in self.taps.iter().zip(&self.biases).enumerate() {
             let window: [&[__m512]; K] = std::array::from_fn(|ky| {
                 let slot = (y * S + ky) % K;
-                &ring[slot * stride + b * width..][..width]
+                &self.ring[slot * self.stride + b * width..][..width]
             });
-            let pixels = &mut out_row[b * geo.out_w..][..geo.out_w];
-            output_row::<K, S, TAPS>(&window, taps, bias, clamp, pixels);
+            let pixels = &mut self.out_row[b * geo.out_w..][..geo.out_w];
+            output_row::<K, S, TAPS>(&window, taps, bias, self.clamp, pixels);
         }
-        sink.take(y, &out_row, geo.out_w);
+        self.next += 1;
+        Some((y, &self.out_row))
     }
 }
 
