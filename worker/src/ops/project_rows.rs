@@ -38,7 +38,9 @@ pub struct ProjectRows<'a> {
     pub clamp: (f32, f32),
     pub residual: Residual<'a>,
     pub output: PlanesOut<'a>,
-    /// Pixels per output plane.
+    /// Pixels per output plane: the whole plane's, or one row's for a
+    /// buffer that holds only the row being taken (`ops::chain`). Row `y`
+    /// goes to pixel `y * width` modulo this.
     pub plane: usize,
     /// One projected row, output channels in the lanes: `[vector][x]`.
     /// Empty at first; sized by the first row and reused for the others,
@@ -49,7 +51,7 @@ pub struct ProjectRows<'a> {
 /// What the projection adds last.
 pub enum Residual<'a> {
     None,
-    /// Planes of their own.
+    /// Planes of their own, whole (also when the output holds one row).
     Planes(&'a [f32]),
     /// What `output` holds: the block's input, when the block runs in
     /// place. Each output row is added to the input row it replaces, which
@@ -67,10 +69,11 @@ impl RowSink for ProjectRows<'_> {
             cout.div_ceil(CHANNEL_PANEL) * cin * CHANNEL_PANEL
         );
         assert_eq!(self.output.floats(), cout * self.plane);
+        assert!(width == self.plane || (y + 1) * width <= self.plane);
         if let Residual::Planes(residual) = self.residual {
-            assert_eq!(residual.len(), self.output.floats());
+            assert_eq!(residual.len() % cout, 0);
+            assert!((y + 1) * width <= residual.len() / cout);
         }
-        assert!((y + 1) * width <= self.plane);
         // SAFETY: AVX-512F is there and the slices fit (asserted above).
         unsafe { self.project(y, row, width) }
     }
@@ -103,7 +106,7 @@ impl ProjectRows<'_> {
                 }
             }
         }
-        let at = y * width;
+        let at = y * width % self.plane;
         let in_place = matches!(self.residual, Residual::InPlace);
         for (v, pixels) in projected.chunks_exact(width).enumerate() {
             let channels = (cout - v * LANES).min(LANES);
@@ -120,10 +123,11 @@ impl ProjectRows<'_> {
         }
         self.projected = projected;
         if let Residual::Planes(residual) = self.residual {
+            let residual_plane = residual.len() / cout;
             for c in 0..cout {
-                let start = c * self.plane + at;
-                let row = self.output.slice_mut(start, width);
-                for (out, res) in row.iter_mut().zip(&residual[start..start + width]) {
+                let row = self.output.slice_mut(c * self.plane + at, width);
+                let from = c * residual_plane + y * width;
+                for (out, res) in row.iter_mut().zip(&residual[from..from + width]) {
                     *out += res;
                 }
             }

@@ -7,8 +7,9 @@
 //! planes between them (803 KB) were written out by the first and read back
 //! by the second, from beyond the L2 cache; run node by node with their
 //! data in cache, each block took 0.11 ms less. Now one row of them
-//! (7 KB) lives in L1. Only blocks without a residual chain (there the
-//! second block would need the first's whole output). AVX-512F only.
+//! (7 KB) lives in L1. A block with a residual does not chain onto the
+//! block before it (it would need that block's whole output as its
+//! residual); it may chain onto the block after it. AVX-512F only.
 
 pub mod op;
 pub mod patch;

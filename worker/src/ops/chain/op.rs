@@ -4,12 +4,12 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::{eval_into, fma_cost};
+use crate::ops::eval::{eval_with_residual_into, fma_cost};
 use crate::ops::project::op::{FastProjected, Streamed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastChain {
-    /// Without a residual.
+    /// With a residual or not (then the op's second input).
     pub first: FastProjected,
     /// An expansion's block reading exactly `first`'s output, without a
     /// residual.
@@ -25,8 +25,7 @@ impl FastChain {
         let from = &first.source.depthwise().geometry;
         let to = &expansion.depthwise.geometry;
         ensure!(
-            !first.projection.residual
-                && !second.projection.residual
+            !second.projection.residual
                 && expansion.input_channels() == first.projection.weights.output_channels()
                 && (to.in_h, to.in_w) == (from.out_h, from.out_w),
             "these blocks do not chain"
@@ -37,9 +36,19 @@ impl FastChain {
         })
     }
 
-    /// Computes the second block's output from `input`, the first's.
+    fn input_count(&self) -> usize {
+        1 + usize::from(self.first.projection.residual)
+    }
+
+    /// Computes the second block's output from `input`, the first's, and
+    /// the first's `residual`.
     #[cfg(target_arch = "x86_64")]
-    pub fn run(&self, input: &[f32], output: &mut [f32]) -> TractResult<()> {
+    pub fn run(
+        &self,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> TractResult<()> {
         use crate::ops::depthwise::kernel::row_stream::depthwise_rows_chained;
         use crate::ops::project_rows::Residual;
 
@@ -47,9 +56,12 @@ impl FastChain {
         let Streamed::Expand(expansion) = &second.source else {
             bail!("FastChain: the second block is not an expansion's");
         };
+        let between = first.projection.weights.output_channels() * first.projection.pixels;
         ensure!(
-            output.len() == second.projection.weights.output_channels() * second.projection.pixels,
-            "FastChain: output shape does not match the op"
+            output.len() == second.projection.weights.output_channels() * second.projection.pixels
+                && residual.is_none_or(|r| r.len() == between)
+                && residual.is_some() == first.projection.residual,
+            "FastChain: output or residual shape does not match the op"
         );
         let source = match &first.source {
             Streamed::Expand(op) => op.rows(input.into())?,
@@ -63,7 +75,8 @@ impl FastChain {
         // `take` and the expansion reads it inside `fill`, one after the
         // other (`depthwise_rows_chained`), never both at once.
         let (read, write) = unsafe { crate::ops::planes::in_place(&mut line) };
-        let mut link = first.projection_rows(Residual::None, write, width);
+        let residual = residual.map_or(Residual::None, Residual::Planes);
+        let mut link = first.projection_rows(residual, write, width);
         let then = expansion.line_rows(read)?;
         let mut sink =
             second.projection_rows(Residual::None, output.into(), second.projection.pixels);
@@ -80,7 +93,7 @@ impl FastChain {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub fn run(&self, _: &[f32], _: &mut [f32]) -> TractResult<()> {
+    pub fn run(&self, _: &[f32], _: Option<&[f32]>, _: &mut [f32]) -> TractResult<()> {
         bail!("FastChain needs x86-64")
     }
 }
@@ -110,10 +123,11 @@ impl EvalOp for FastChain {
         // SAFETY: the second block's projection writes every pixel of
         // every channel (as `FastProjected`'s does).
         unsafe {
-            eval_into(
+            eval_with_residual_into(
                 inputs,
+                self.first.projection.residual,
                 &self.second.projection.output_shape,
-                |input, output| self.run(input, output),
+                |input, residual, output| self.run(input, residual, output),
             )
         }
     }
@@ -121,9 +135,13 @@ impl EvalOp for FastChain {
 
 impl TypedOp for FastChain {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "FastChain takes one input");
         ensure!(
-            inputs[0].datum_type == f32::datum_type(),
+            inputs.len() == self.input_count(),
+            "FastChain takes {} inputs",
+            self.input_count()
+        );
+        ensure!(
+            inputs.iter().all(|i| i.datum_type == f32::datum_type()),
             "FastChain is f32 only"
         );
         Ok(tvec!(f32::fact(&*self.second.projection.output_shape)))
@@ -155,14 +173,16 @@ mod tests {
     ) -> FastProjected {
         let source = fused(channels, plane, filter, padding);
         let g = source.depthwise.geometry;
-        let projection = projection((g.channels, cout), (g.out_h, g.out_w), false);
+        // A block whose output is shaped like its input adds it.
+        let residual = cout == channels.0 && (g.out_h, g.out_w) == (g.in_h, g.in_w);
+        let projection = projection((g.channels, cout), (g.out_h, g.out_w), residual);
         FastProjected::new(Streamed::Expand(source), &projection).unwrap()
     }
 
     /// The chain gives the bits of the two blocks run one after the other,
-    /// through memory: stride 1 into stride 2 with uneven padding, and 5x5
-    /// into 3x3, on odd sizes and channel counts that leave partial
-    /// registers.
+    /// through memory: stride 1 into stride 2 with uneven padding, 5x5 into
+    /// 3x3, and a first block with a residual, on odd sizes and channel
+    /// counts that leave partial registers.
     #[test]
     fn chained_blocks_match_the_blocks_apart_bit_for_bit() {
         if !Route::Streamed.is_available() {
@@ -178,18 +198,24 @@ mod tests {
                 block((3, 17), (12, 10), (5, 1), (2, 2, 2, 2), 20),
                 block((20, 33), (12, 10), (3, 1), (1, 1, 1, 1), 5),
             ),
+            (
+                block((6, 30), (9, 13), (3, 1), (1, 1, 1, 1), 6),
+                block((6, 40), (9, 13), (5, 2), (1, 1, 2, 2), 9),
+            ),
         ] {
+            assert!(!second.projection.residual);
             let chain = FastChain::new(&first, &second).unwrap();
             let Streamed::Expand(source) = &first.source else {
                 unreachable!()
             };
             let input = values(source.input_channels() * source.pixels, 5);
+            let residual = first.projection.residual.then_some(&input[..]);
             let mut between = vec![
                 f32::NAN;
                 first.projection.weights.output_channels()
                     * first.projection.pixels
             ];
-            first.run(&input, None, &mut between).unwrap();
+            first.run(&input, residual, &mut between).unwrap();
             let mut want = vec![
                 f32::NAN;
                 second.projection.weights.output_channels()
@@ -197,17 +223,15 @@ mod tests {
             ];
             second.run(&between, None, &mut want).unwrap();
             let mut got = vec![f32::NAN; want.len()];
-            chain.run(&input, &mut got).unwrap();
+            chain.run(&input, residual, &mut got).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want));
         }
-        // A block with a residual needs all of the first's output: no chain.
-        let with_residual = {
-            let source = fused((6, 30), (9, 13), (3, 1), (1, 1, 1, 1));
-            let projection = projection((30, 6), (9, 13), true);
-            FastProjected::new(Streamed::Expand(source), &projection).unwrap()
-        };
+        // A second block with a residual needs all of the first's output:
+        // no chain.
         let first = block((5, 40), (9, 13), (3, 1), (1, 1, 1, 1), 6);
+        let with_residual = block((6, 30), (9, 13), (3, 1), (1, 1, 1, 1), 6);
+        assert!(with_residual.projection.residual);
         assert!(FastChain::new(&first, &with_residual).is_err());
     }
 }

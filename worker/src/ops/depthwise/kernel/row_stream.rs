@@ -112,10 +112,10 @@ pub fn depthwise_rows_into(
 
 /// Two depthwise convolutions in a row, the first's output rows becoming
 /// the second's input rows one at a time: `link` takes each output row of
-/// the first (as its row 0: it holds one row) and `then` reads it back as
-/// its input row 0, producing that input row of the second (a 1x1
-/// expansion, say), whose output rows go to `sink`. Nothing between the
-/// two is ever whole. Every value is the one of the two run apart.
+/// the first (into a buffer of one row) and `then` reads it back as its
+/// input row 0, producing that input row of the second (a 1x1 expansion,
+/// say), whose output rows go to `sink`. Nothing between the two is ever
+/// whole. Every value is the one of the two run apart.
 ///
 /// Panics if the CPU lacks AVX-512F, the slices or a geometry do not fit,
 /// or the second does not read exactly the first's rows.
@@ -199,7 +199,7 @@ where
             let (produced, output) = unsafe { stream.next_row(self.source) }
                 .expect("the second convolution asks for no more rows than the first makes");
             assert_eq!(produced, y, "input rows asked for out of order");
-            link.take(0, output, self.width);
+            link.take(y, output, self.width);
         }
         self.then.fill(0, columns, row, stride, offset);
     }
