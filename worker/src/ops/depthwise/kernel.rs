@@ -77,7 +77,9 @@ impl Geometry {
 struct Params<'a> {
     input: &'a [f32],
     weights: &'a [f32],
-    /// `weights` in the lanes layout, where the caller keeps them so.
+    /// `weights` in the lanes layout, where the caller keeps them so (read
+    /// by the channels-in-lanes path, x86-64's only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     tap_lanes: Option<&'a [f32]>,
     bias: &'a [f32],
     /// Clamp bounds; infinite when there is no clamp.
