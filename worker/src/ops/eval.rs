@@ -80,6 +80,23 @@ pub fn sole_input_and_residual(mut inputs: TVec<TValue>) -> Result<Tensor, TVec<
     })
 }
 
+/// The output fact of one of our ops, `name`: it takes `count` f32
+/// inputs (its input, then maybe a residual) and gives one f32 tensor of
+/// `shape`.
+pub fn f32_output_fact(
+    name: &str,
+    inputs: &[&TypedFact],
+    count: usize,
+    shape: &[usize],
+) -> TractResult<TVec<TypedFact>> {
+    ensure!(inputs.len() == count, "{name} takes {count} input(s)");
+    ensure!(
+        inputs.iter().all(|i| i.datum_type == f32::datum_type()),
+        "{name} is f32 only"
+    );
+    Ok(tvec!(f32::fact(shape)))
+}
+
 /// The FMAs of a fused op: the sum of its parts' `costs`.
 pub fn fma_cost(costs: impl IntoIterator<Item = (Cost, TDim)>) -> TVec<(Cost, TDim)> {
     let mut fma: TDim = 0.into();

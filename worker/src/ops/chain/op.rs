@@ -4,7 +4,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::{eval_with_residual_into, fma_cost};
+use crate::ops::eval::{eval_with_residual_into, f32_output_fact, fma_cost};
 use crate::ops::project::op::{FastProjected, Streamed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,16 +135,12 @@ impl EvalOp for FastChain {
 
 impl TypedOp for FastChain {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == self.input_count(),
-            "FastChain takes {} inputs",
-            self.input_count()
-        );
-        ensure!(
-            inputs.iter().all(|i| i.datum_type == f32::datum_type()),
-            "FastChain is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.second.projection.output_shape)))
+        f32_output_fact(
+            "FastChain",
+            inputs,
+            self.input_count(),
+            &self.second.projection.output_shape,
+        )
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

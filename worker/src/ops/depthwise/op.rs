@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::eval_into;
+use crate::ops::eval::{eval_into, f32_output_fact};
 
 use super::kernel::{depthwise, Geometry};
 
@@ -130,12 +130,7 @@ impl EvalOp for FastDepthwise {
 
 impl TypedOp for FastDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "FastDepthwise takes one input");
-        ensure!(
-            inputs[0].datum_type == f32::datum_type(),
-            "FastDepthwise is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.output_shape)))
+        f32_output_fact("FastDepthwise", inputs, 1, &self.output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

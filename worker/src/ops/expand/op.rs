@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::{eval_into, fma_cost};
+use crate::ops::eval::{eval_into, f32_output_fact, fma_cost};
 
 use crate::ops::depthwise::kernel::{depthwise, Geometry};
 use crate::ops::depthwise::op::FastDepthwise;
@@ -295,12 +295,12 @@ impl FastExpandDepthwise {
 
 impl TypedOp for FastExpandDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "FastExpandDepthwise takes one input");
-        ensure!(
-            inputs[0].datum_type == f32::datum_type(),
-            "FastExpandDepthwise is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.depthwise.output_shape)))
+        f32_output_fact(
+            "FastExpandDepthwise",
+            inputs,
+            1,
+            &self.depthwise.output_shape,
+        )
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

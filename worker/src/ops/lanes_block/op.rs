@@ -6,7 +6,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use crate::ops::depthwise::op::FastDepthwise;
-use crate::ops::eval::{eval_with_residual_into, fma_cost};
+use crate::ops::eval::{eval_with_residual_into, f32_output_fact, fma_cost};
 use crate::ops::pointwise::op::FastPointwise;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,13 +179,12 @@ impl EvalOp for FastLanesBlock {
 
 impl TypedOp for FastLanesBlock {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let count = 1 + usize::from(self.residual());
-        ensure!(inputs.len() == count, "FastLanesBlock takes {count} inputs");
-        ensure!(
-            inputs.iter().all(|i| i.datum_type == f32::datum_type()),
-            "FastLanesBlock is f32 only"
-        );
-        Ok(tvec!(f32::fact(self.output_shape())))
+        f32_output_fact(
+            "FastLanesBlock",
+            inputs,
+            1 + usize::from(self.residual()),
+            self.output_shape(),
+        )
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

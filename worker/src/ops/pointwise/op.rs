@@ -9,7 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::kernel::{pointwise, PackedWeights, Pointwise};
-use crate::ops::eval::eval_with_residual_into;
+use crate::ops::eval::{eval_with_residual_into, f32_output_fact};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastPointwise {
@@ -93,16 +93,12 @@ impl EvalOp for FastPointwise {
 
 impl TypedOp for FastPointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == self.input_count(),
-            "FastPointwise takes {} inputs",
-            self.input_count()
-        );
-        ensure!(
-            inputs.iter().all(|i| i.datum_type == f32::datum_type()),
-            "FastPointwise is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.output_shape)))
+        f32_output_fact(
+            "FastPointwise",
+            inputs,
+            self.input_count(),
+            &self.output_shape,
+        )
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

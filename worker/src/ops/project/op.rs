@@ -9,7 +9,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use crate::ops::depthwise::op::FastDepthwise;
-use crate::ops::eval::{eval_with_residual_into, fma_cost, sole_input_and_residual};
+use crate::ops::eval::{
+    eval_with_residual_into, f32_output_fact, fma_cost, sole_input_and_residual,
+};
 use crate::ops::expand::op::FastExpandDepthwise;
 use crate::ops::pointwise::kernel::ChannelPanels;
 use crate::ops::pointwise::op::FastPointwise;
@@ -238,16 +240,12 @@ impl EvalOp for FastProjected {
 
 impl TypedOp for FastProjected {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(
-            inputs.len() == self.input_count(),
-            "FastProjected takes {} inputs",
-            self.input_count()
-        );
-        ensure!(
-            inputs.iter().all(|i| i.datum_type == f32::datum_type()),
-            "FastProjected is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.projection.output_shape)))
+        f32_output_fact(
+            "FastProjected",
+            inputs,
+            self.input_count(),
+            &self.projection.output_shape,
+        )
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

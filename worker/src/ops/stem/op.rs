@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::eval_into;
+use crate::ops::eval::{eval_into, f32_output_fact};
 
 use super::im2col::Geometry;
 use super::kernel::conv;
@@ -80,12 +80,7 @@ impl EvalOp for FastStemConv {
 
 impl TypedOp for FastStemConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "FastStemConv takes one input");
-        ensure!(
-            inputs[0].datum_type == f32::datum_type(),
-            "FastStemConv is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.output_shape)))
+        f32_output_fact("FastStemConv", inputs, 1, &self.output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::ops::eval::{eval_into, fma_cost};
+use crate::ops::eval::{eval_into, f32_output_fact, fma_cost};
 
 use crate::ops::depthwise::op::FastDepthwise;
 use crate::ops::pointwise::kernel::ChannelPanels;
@@ -115,12 +115,7 @@ impl EvalOp for FastStemDepthwise {
 
 impl TypedOp for FastStemDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "FastStemDepthwise takes one input");
-        ensure!(
-            inputs[0].datum_type == f32::datum_type(),
-            "FastStemDepthwise is f32 only"
-        );
-        Ok(tvec!(f32::fact(&*self.depthwise.output_shape)))
+        f32_output_fact("FastStemDepthwise", inputs, 1, &self.depthwise.output_shape)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
