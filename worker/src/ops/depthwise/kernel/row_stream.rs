@@ -168,7 +168,6 @@ fn chained<const K: usize, const S: usize, const TAPS: usize>(
         first: RefCell::new((Stream::<K, S, TAPS>::new(first, first_filters), link)),
         source,
         then,
-        width: first.out_w,
     };
     depthwise_rows_into(second, &chained, second_filters, sink);
 }
@@ -180,8 +179,6 @@ struct Chained<'a, const K: usize, const S: usize, const TAPS: usize, A, L, B> {
     first: RefCell<(Stream<K, S, TAPS>, &'a mut L)>,
     source: &'a A,
     then: &'a B,
-    /// The first convolution's output width.
-    width: usize,
 }
 
 impl<const K: usize, const S: usize, const TAPS: usize, A, L, B> LaneRows
@@ -195,11 +192,12 @@ where
         {
             let mut first = self.first.borrow_mut();
             let (stream, link) = &mut *first;
+            let width = stream.geo.out_w;
             // SAFETY: AVX-512F is there (`depthwise_rows_chained` checked).
             let (produced, output) = unsafe { stream.next_row(self.source) }
                 .expect("the second convolution asks for no more rows than the first makes");
             assert_eq!(produced, y, "input rows asked for out of order");
-            link.take(y, output, self.width);
+            link.take(y, output, width);
         }
         self.then.fill(0, columns, row, stride, offset);
     }
