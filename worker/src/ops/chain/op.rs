@@ -155,25 +155,10 @@ impl TypedOp for FastChain {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::ops::expand::op::testing::{fused, projection};
+    use crate::ops::expand::op::testing::fused;
     use crate::ops::expand::op::Route;
+    use crate::ops::project::op::testing::projected;
     use crate::test_support::values;
-
-    /// An expansion's block on `plane` with `filter`, projected to `cout`.
-    fn block(
-        channels: (usize, usize),
-        plane: (usize, usize),
-        filter: (usize, usize),
-        padding: (usize, usize, usize, usize),
-        cout: usize,
-    ) -> FastProjected {
-        let source = fused(channels, plane, filter, padding);
-        let g = source.depthwise.geometry;
-        // A block whose output is shaped like its input adds it.
-        let residual = cout == channels.0 && (g.out_h, g.out_w) == (g.in_h, g.in_w);
-        let projection = projection((g.channels, cout), (g.out_h, g.out_w), residual);
-        FastProjected::new(Streamed::Expand(source), &projection).unwrap()
-    }
 
     /// The chain gives the bits of the two blocks run one after the other,
     /// through memory: stride 1 into stride 2 with uneven padding, 5x5 into
@@ -187,16 +172,16 @@ mod tests {
         }
         for (first, second) in [
             (
-                block((5, 40), (9, 13), (3, 1), (1, 1, 1, 1), 6),
-                block((6, 30), (9, 13), (3, 2), (0, 0, 1, 1), 7),
+                projected(fused((5, 40), (9, 13), (3, 1), (1, 1, 1, 1)), 6, false),
+                projected(fused((6, 30), (9, 13), (3, 2), (0, 0, 1, 1)), 7, false),
             ),
             (
-                block((3, 17), (12, 10), (5, 1), (2, 2, 2, 2), 20),
-                block((20, 33), (12, 10), (3, 1), (1, 1, 1, 1), 5),
+                projected(fused((3, 17), (12, 10), (5, 1), (2, 2, 2, 2)), 20, false),
+                projected(fused((20, 33), (12, 10), (3, 1), (1, 1, 1, 1)), 5, false),
             ),
             (
-                block((6, 30), (9, 13), (3, 1), (1, 1, 1, 1), 6),
-                block((6, 40), (9, 13), (5, 2), (1, 1, 2, 2), 9),
+                projected(fused((6, 30), (9, 13), (3, 1), (1, 1, 1, 1)), 6, true),
+                projected(fused((6, 40), (9, 13), (5, 2), (1, 1, 2, 2)), 9, false),
             ),
         ] {
             assert!(!second.projection.residual);
@@ -225,8 +210,8 @@ mod tests {
         }
         // A second block with a residual needs all of the first's output:
         // no chain.
-        let first = block((5, 40), (9, 13), (3, 1), (1, 1, 1, 1), 6);
-        let with_residual = block((6, 30), (9, 13), (3, 1), (1, 1, 1, 1), 6);
+        let first = projected(fused((5, 40), (9, 13), (3, 1), (1, 1, 1, 1)), 6, false);
+        let with_residual = projected(fused((6, 30), (9, 13), (3, 1), (1, 1, 1, 1)), 6, true);
         assert!(with_residual.projection.residual);
         assert!(FastChain::new(&first, &with_residual).is_err());
     }

@@ -260,20 +260,28 @@ impl TypedOp for FastProjected {
     as_op!();
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
+/// Blocks for the tests of this op and of the ops built on it.
+#[cfg(test)]
+pub(crate) mod testing {
     use super::*;
-    use crate::ops::expand::op::testing::{fused, projection};
-    use crate::ops::expand::op::Route;
-    use crate::ops::pointwise::kernel::{pointwise, Pointwise};
-    use crate::test_support::values;
+    use crate::ops::expand::op::testing::projection;
 
     /// `source` projected to `cout` channels, with a residual or not.
-    fn projected(source: FastExpandDepthwise, cout: usize, residual: bool) -> FastProjected {
+    pub fn projected(source: FastExpandDepthwise, cout: usize, residual: bool) -> FastProjected {
         let g = source.depthwise.geometry;
         let projection = projection((g.channels, cout), (g.out_h, g.out_w), residual);
         FastProjected::new(Streamed::Expand(source), &projection).unwrap()
     }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::testing::projected;
+    use super::*;
+    use crate::ops::expand::op::testing::fused;
+    use crate::ops::expand::op::Route;
+    use crate::ops::pointwise::kernel::{pointwise, Pointwise};
+    use crate::test_support::values;
 
     /// The streamed block, then the pointwise kernel, through memory.
     fn unfused(op: &FastProjected, input: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
