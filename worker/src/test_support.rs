@@ -16,6 +16,12 @@ pub fn xorshift(seed: u32) -> impl Iterator<Item = u32> {
     })
 }
 
+/// The bit patterns of `values`: what the tests of the bit-identical
+/// fusions compare, so that -0.0, NaN payloads and the last ulp count.
+pub fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Deterministic values in [-1, 1).
 pub fn values(n: usize, seed: u32) -> Vec<f32> {
     xorshift(seed)

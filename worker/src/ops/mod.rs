@@ -119,7 +119,7 @@ pub(crate) fn every_patch_but(model: &mut TypedModel, name: &str) -> TractResult
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{assert_patch_keeps_logits, efficientnet, patched_logits};
+    use crate::test_support::{assert_patch_keeps_logits, bits, efficientnet, patched_logits};
 
     /// All the rewrites together, every fusion included, still give plain
     /// tract's logits.
@@ -132,7 +132,6 @@ mod tests {
     /// change where values live, not a bit of the answer.
     #[test]
     fn bit_identical_fusions_keep_every_bit_of_the_logits() {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let fused = bits(&patched_logits(efficientnet(), every_patch));
         for name in ["project", "lanes_block", "chain"] {
             let unfused = patched_logits(efficientnet(), |model| every_patch_but(model, name));

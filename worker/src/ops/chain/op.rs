@@ -158,7 +158,7 @@ mod tests {
     use crate::ops::expand::op::testing::fused;
     use crate::ops::expand::op::Route;
     use crate::ops::project::op::testing::projected;
-    use crate::test_support::values;
+    use crate::test_support::{bits, values};
 
     /// The chain gives the bits of the two blocks run one after the other,
     /// through memory: stride 1 into stride 2 with uneven padding, 5x5 into
@@ -205,7 +205,6 @@ mod tests {
             second.run(&between, None, &mut want).unwrap();
             let mut got = vec![f32::NAN; want.len()];
             chain.run(&input, residual, &mut got).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want));
         }
         // A second block with a residual needs all of the first's output:

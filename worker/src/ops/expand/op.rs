@@ -400,7 +400,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::fused;
     use super::*;
-    use crate::test_support::values;
+    use crate::test_support::{bits, values};
 
     /// Both routes sum in the same order: streaming changes where values
     /// live, not one bit of them. The shapes cover EfficientNet's first
@@ -423,7 +423,6 @@ mod tests {
             op.run(Route::Chunks, &input, &mut chunks).unwrap();
             let mut streamed = vec![f32::NAN; chunks.len()];
             op.run(Route::Streamed, &input, &mut streamed).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&streamed),
                 bits(&chunks),

@@ -49,7 +49,7 @@ mod tests {
     use super::*;
     use crate::ops::depthwise::use_fast_depthwise;
     use crate::ops::pointwise::use_fast_pointwise;
-    use crate::test_support::{assert_patch_keeps_logits, efficientnet, patched_logits};
+    use crate::test_support::{assert_patch_keeps_logits, bits, efficientnet, patched_logits};
 
     fn fast_ops(model: &mut TypedModel) -> TractResult<usize> {
         use_fast_depthwise(model)?;
@@ -82,7 +82,6 @@ mod tests {
     fn fused_logits_are_bit_identical_to_unfused() {
         let unfused = patched_logits(efficientnet(), fast_ops);
         let fused = patched_logits(efficientnet(), fast_ops_fused);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&fused), bits(&unfused));
     }
 

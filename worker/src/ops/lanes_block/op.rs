@@ -205,7 +205,7 @@ mod tests {
     use crate::ops::depthwise::kernel::{depthwise_on, Path};
     use crate::ops::expand::op::testing::{expansion_and_depthwise, projection};
     use crate::ops::pointwise::kernel::{pointwise, Pointwise};
-    use crate::test_support::values;
+    use crate::test_support::{bits, values};
 
     /// The three ops one after another through NCHW planes, on the kernels
     /// the model runs them on apart.
@@ -274,7 +274,6 @@ mod tests {
             let want = unfused(&block, &input, residual.as_deref());
             let mut got = vec![f32::NAN; output_len];
             block.run(&input, residual.as_deref(), &mut got).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{g:?} into {projected:?}");
         }
     }

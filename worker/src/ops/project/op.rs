@@ -281,7 +281,7 @@ mod tests {
     use crate::ops::expand::op::testing::fused;
     use crate::ops::expand::op::Route;
     use crate::ops::pointwise::kernel::{pointwise, Pointwise};
-    use crate::test_support::values;
+    use crate::test_support::{bits, values};
 
     /// The streamed block, then the pointwise kernel, through memory.
     fn unfused(op: &FastProjected, input: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
@@ -339,7 +339,6 @@ mod tests {
             let want = unfused(&op, &input, residual.as_deref());
             let mut got = vec![f32::NAN; want.len()];
             op.run(&input, residual.as_deref(), &mut got).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{:?}", source.depthwise.geometry);
         }
     }
@@ -368,7 +367,6 @@ mod tests {
             op.run(&input, Some(&input), &mut want).unwrap();
             let mut planes = input.clone();
             op.run_in_place(&mut planes).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&planes),
                 bits(&want),

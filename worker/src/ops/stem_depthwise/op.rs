@@ -137,7 +137,7 @@ mod tests {
     use crate::ops::pointwise::kernel::PackedWeights;
     use crate::ops::stem::im2col::Geometry as StemGeometry;
     use crate::ops::stem::kernel::conv;
-    use crate::test_support::values;
+    use crate::test_support::{bits, values};
 
     /// A 3x3 stride-2 stem of `cin` to `cout` channels on `h x w` (padding
     /// top, left, bottom, right), then a 3x3 depthwise convolution at
@@ -221,7 +221,6 @@ mod tests {
             let want = unfused(&op, &input);
             let mut got = vec![f32::NAN; want.len()];
             op.run(&input, &mut got).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{:?}", op.stem.geometry);
         }
     }
