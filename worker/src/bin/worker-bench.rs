@@ -9,8 +9,11 @@
 //! cargo run -p imagefleet-worker --bin worker-bench -- \
 //!     [--iterations N] [--startup-runs N] [--model FILE] \
 //!     [--compare-ort PYTHON] [--ort-script FILE] [--plain-tract] \
-//!     [--profile | --profile-nodes] [FILE...]
+//!     [--profile | --profile-nodes] [--kernel-probes] [FILE...]
 //! ```
+//!
+//! `--kernel-probes` needs a build with the `kernel-probes` feature
+//! (`--features kernel-probes`).
 //!
 //! Images default to the repository's tests/samples/*, the model to its
 //! models/model.toml.
@@ -24,6 +27,7 @@ use clap::Parser;
 use imagefleet_worker::bench::{
     format_profile, measure_stages, memory, profile_image, ProfileBy, StageSummary, Summary,
 };
+use imagefleet_worker::ops::kernel_probes;
 use imagefleet_worker::{Classifier, Kernels, ModelManifest};
 use serde::Deserialize;
 
@@ -66,6 +70,11 @@ struct Args {
     /// shape): for work on the kernels.
     #[arg(long)]
     profile_nodes: bool,
+    /// Also time every call of the kernels' units of work (a streamed row,
+    /// a 7x7 layer) and print each kind and shape's time per call and
+    /// share of the FMA peak's work rate (needs `--features kernel-probes`).
+    #[arg(long)]
+    kernel_probes: bool,
     /// Internal: load the model, print a ready line, exit.
     #[arg(long, hide = true)]
     probe_startup: bool,
@@ -159,6 +168,10 @@ fn run(args: &Args) -> Result<()> {
         print_profile(&classifier, &images[0], args.iterations, by)?;
     }
 
+    if args.kernel_probes {
+        print_kernel_probes(&classifier, &images, args.iterations)?;
+    }
+
     if args.plain_tract {
         let plain = args
             .load(Kernels::Tract)
@@ -211,6 +224,44 @@ fn run(args: &Args) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Where inference time goes by kernel call (`ops::kernel_probes`):
+/// totals over `iterations` passes of the images, per image.
+fn print_kernel_probes(
+    classifier: &Classifier,
+    images: &[Vec<u8>],
+    iterations: usize,
+) -> Result<()> {
+    if !kernel_probes::ENABLED {
+        return Err("--kernel-probes needs a build with `--features kernel-probes`".into());
+    }
+    kernel_probes::take();
+    measure(classifier, images, iterations)?;
+    let mut counts = kernel_probes::take();
+    counts.sort_by_key(|(_, totals)| std::cmp::Reverse(totals.time));
+    let runs = (images.len() * iterations) as f64;
+    let total: f64 = counts.iter().map(|(_, t)| t.time.as_secs_f64()).sum();
+    println!();
+    println!("kernel calls (time per image over {runs} runs; GFMA/s per call)");
+    println!(
+        "  kind                 cin  cout  k/s  width   calls/img   us/call   us/img   GFMA/s"
+    );
+    for (probe, totals) in &counts {
+        let [cin, cout, side, stride, width] = probe.shape;
+        let seconds = totals.time.as_secs_f64();
+        println!(
+            "  {:<18} {cin:>5} {cout:>5} {:>4} {width:>6} {:>11.1} {:>9.2} {:>8.1} {:>8.1}",
+            format!("{:?}", probe.kind),
+            format!("{side}/{stride}"),
+            totals.calls as f64 / runs,
+            seconds * 1e6 / totals.calls as f64,
+            seconds * 1e6 / runs,
+            probe.fmas() as f64 * totals.calls as f64 / seconds / 1e9,
+        );
+    }
+    println!("  sum {:.1} us per image", total * 1e6 / runs);
     Ok(())
 }
 

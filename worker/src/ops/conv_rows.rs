@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use crate::ops::depthwise::kernel::row_stream::LaneRows;
+use crate::ops::kernel_probes::{self, Kind, Probe};
 use crate::ops::planes::PlanesIn;
 use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL};
 use crate::ops::stem::im2col::Geometry;
@@ -54,6 +55,20 @@ impl LaneRows for ConvRows<'_> {
             stride,
             offset,
         };
+        let _timer = kernel_probes::start(|| Probe {
+            kind: if g.kernel_h == 1 {
+                Kind::ExpansionRow
+            } else {
+                Kind::StemRow
+            },
+            shape: [
+                g.input_channels,
+                self.output_channels,
+                g.kernel_h,
+                g.stride_h,
+                columns,
+            ],
+        });
         // SAFETY: AVX-512F is there (asserted); the row holds every block's
         // columns (asserted) and `Tiles` reads only input pixels inside
         // the planes (`tile` and `edge_tile`).

@@ -9,6 +9,7 @@ mod conv_rows;
 pub mod depthwise;
 mod eval;
 pub mod expand;
+pub mod kernel_probes;
 mod lanes;
 pub mod lanes_block;
 #[cfg(target_arch = "x86_64")]

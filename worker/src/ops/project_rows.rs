@@ -21,6 +21,7 @@
 use std::arch::x86_64::*;
 
 use crate::ops::depthwise::kernel::row_stream::{transpose_out, RowSink};
+use crate::ops::kernel_probes::{self, Kind, Probe};
 use crate::ops::planes::PlanesOut;
 use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL};
 
@@ -81,6 +82,10 @@ impl RowSink for ProjectRows<'_> {
             assert_eq!(residual.len() % cout, 0);
             assert!((y + 1) * width <= residual.len() / cout);
         }
+        let _timer = kernel_probes::start(|| Probe {
+            kind: Kind::ProjectionRow,
+            shape: [cin, cout, 1, 1, width],
+        });
         // SAFETY: AVX-512F is there and the slices fit (asserted above).
         unsafe { self.project(y, row, width) }
     }

@@ -18,6 +18,7 @@ use std::cell::RefCell;
 pub(crate) use super::channel_lanes::transpose_out;
 use super::channel_lanes::{first_lanes, output_row, tap_registers, Clamp, LANES};
 use super::Geometry;
+use crate::ops::kernel_probes::{self, Kind, Probe};
 
 /// Produces the input of a depthwise convolution one row at a time, in
 /// the channels-in-lanes layout.
@@ -311,6 +312,10 @@ impl<const K: usize, const S: usize, const TAPS: usize> Stream<K, S, TAPS> {
             self.produced += 1;
         }
         let width = self.width;
+        let timer = kernel_probes::start(|| Probe {
+            kind: Kind::DepthwiseRow,
+            shape: [geo.channels, geo.channels, K, S, geo.out_w],
+        });
         for (b, (taps, &bias)) in self.taps.iter().zip(&self.biases).enumerate() {
             let window: [&[__m512]; K] = std::array::from_fn(|ky| {
                 let slot = (y * S + ky) % K;
@@ -319,6 +324,7 @@ impl<const K: usize, const S: usize, const TAPS: usize> Stream<K, S, TAPS> {
             let pixels = &mut self.out_row[b * geo.out_w..][..geo.out_w];
             output_row::<K, S, TAPS>(&window, taps, bias, self.clamp, pixels);
         }
+        drop(timer);
         self.next += 1;
         Some((y, &self.out_row))
     }

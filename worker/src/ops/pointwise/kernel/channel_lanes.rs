@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::{ChannelPanels, Pointwise, CHANNEL_PANEL, FLOATS_PER_LINE};
+use crate::ops::kernel_probes::{self, Kind, Probe};
 use crate::ops::lanes::{Layout, LANES};
 /// Vectors of output channels per tile: one panel.
 const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
@@ -49,6 +50,16 @@ pub(super) fn pointwise_between(
         .weights
         .channel_panels()
         .expect("weights packed for channels in lanes");
+    let _timer = kernel_probes::start(|| Probe {
+        kind: Kind::LanesPointwise,
+        shape: [
+            conv.weights.input_channels(),
+            conv.weights.output_channels(),
+            1,
+            1,
+            conv.pixels,
+        ],
+    });
     // SAFETY: the CPU supports AVX-512F (asserted above), the input,
     // residual and output lengths match the shapes in these layouts
     // (checked above) and `panels` are `conv.weights`' own, which is all
