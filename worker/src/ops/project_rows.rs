@@ -13,10 +13,9 @@
 //! [`conv_rows`](crate::ops::conv_rows): one weight load per register and
 //! seven broadcasts, straight from the lanes, per input channel; the last
 //! 8 channels of a 24- or 40-channel output take one register for two
-//! pixels. The sums
-//! run in the pointwise kernel's order (bias, then input channel by input
-//! channel, clamp, residual last), so every value is the one the unfused
-//! projection writes.
+//! pixels. The sums run in the pointwise kernel's order (bias, then input
+//! channel by input channel, clamp, residual last), so every value is the
+//! one the unfused projection writes.
 
 use std::arch::x86_64::*;
 
