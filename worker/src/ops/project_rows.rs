@@ -107,37 +107,16 @@ impl ProjectRows<'_> {
                 1..=8 => (channels / LANES, true),
                 _ => (channels.div_ceil(LANES), false),
             };
-            let mut x = 0;
-            // SAFETY: tiles stay inside the row (`x + N <= width`).
+            let p = &mut projected;
+            // SAFETY: as for this function.
             unsafe {
-                while x < width {
-                    let n = if (full, half) == (1, false) && x + ONE_VECTOR_PIXELS <= width {
-                        ONE_VECTOR_PIXELS
-                    } else if x + PIXELS <= width {
-                        PIXELS
-                    } else {
-                        1
-                    };
-                    let at = (panel, x);
-                    let p = &mut projected;
-                    match (full, half, n) {
-                        (1, false, ONE_VECTOR_PIXELS) => {
-                            self.tile::<1, false, ONE_VECTOR_PIXELS>(at, row, width, p)
-                        }
-                        (0, _, PIXELS) => self.tile::<0, true, PIXELS>(at, row, width, p),
-                        (1, false, PIXELS) => self.tile::<1, false, PIXELS>(at, row, width, p),
-                        (1, true, PIXELS) => self.tile::<1, true, PIXELS>(at, row, width, p),
-                        (2, false, PIXELS) => self.tile::<2, false, PIXELS>(at, row, width, p),
-                        (2, true, PIXELS) => self.tile::<2, true, PIXELS>(at, row, width, p),
-                        (_, _, PIXELS) => self.tile::<3, false, PIXELS>(at, row, width, p),
-                        (0, _, _) => self.tile::<0, true, 1>(at, row, width, p),
-                        (1, false, _) => self.tile::<1, false, 1>(at, row, width, p),
-                        (1, true, _) => self.tile::<1, true, 1>(at, row, width, p),
-                        (2, false, _) => self.tile::<2, false, 1>(at, row, width, p),
-                        (2, true, _) => self.tile::<2, true, 1>(at, row, width, p),
-                        (_, _, _) => self.tile::<3, false, 1>(at, row, width, p),
-                    }
-                    x += n;
+                match (full, half) {
+                    (0, _) => self.panel_row::<0, true>(panel, row, width, p),
+                    (1, false) => self.panel_row::<1, false>(panel, row, width, p),
+                    (1, true) => self.panel_row::<1, true>(panel, row, width, p),
+                    (2, false) => self.panel_row::<2, false>(panel, row, width, p),
+                    (2, true) => self.panel_row::<2, true>(panel, row, width, p),
+                    _ => self.panel_row::<3, false>(panel, row, width, p),
                 }
             }
         }
@@ -164,6 +143,41 @@ impl ProjectRows<'_> {
                 let from = c * residual_plane + y * width;
                 for (out, res) in row.iter_mut().zip(&residual[from..from + width]) {
                     *out += res;
+                }
+            }
+        }
+    }
+
+    /// The whole row of one panel of `V` registers (and with `HALF`, 8
+    /// channels after them) into `projected`, in tiles of [`PIXELS`] (of
+    /// [`ONE_VECTOR_PIXELS`] for a panel of one vector), the row's last
+    /// pixels one by one.
+    ///
+    /// # Safety
+    /// As for `project`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn panel_row<const V: usize, const HALF: bool>(
+        &self,
+        panel: usize,
+        row: &[__m512],
+        width: usize,
+        projected: &mut [__m512],
+    ) {
+        let mut x = 0;
+        // SAFETY: tiles stay inside the row (`x + N <= width`).
+        unsafe {
+            while x < width {
+                let at = (panel, x);
+                if V == 1 && !HALF && x + ONE_VECTOR_PIXELS <= width {
+                    self.tile::<V, HALF, ONE_VECTOR_PIXELS>(at, row, width, projected);
+                    x += ONE_VECTOR_PIXELS;
+                } else if x + PIXELS <= width {
+                    self.tile::<V, HALF, PIXELS>(at, row, width, projected);
+                    x += PIXELS;
+                } else {
+                    self.tile::<V, HALF, 1>(at, row, width, projected);
+                    x += 1;
                 }
             }
         }
