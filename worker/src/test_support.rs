@@ -30,6 +30,24 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// `n` values as a block's projection reads them after ReLU6: half of
+/// the runs of 7 zero throughout, a third of the other values zero, some
+/// of the zeros -0.
+pub fn mostly_zeros(n: usize, seed: u32) -> Vec<f32> {
+    let mut values = values(n, seed);
+    let mut rolls = xorshift(seed + 1);
+    for run in values.chunks_mut(7) {
+        let whole = rolls.next().unwrap().is_multiple_of(2);
+        for value in run.iter_mut() {
+            let each = rolls.next().unwrap() % 6;
+            if whole || each < 2 {
+                *value = if each == 0 { -0.0 } else { 0.0 };
+            }
+        }
+    }
+    values
+}
+
 /// What the image crate's general decoder makes of `bytes` (a `format`
 /// file), as 8-bit RGB: the reference our own decoding paths must match.
 pub fn general_decode(bytes: &[u8], format: image::ImageFormat) -> image::RgbImage {

@@ -13,6 +13,8 @@ pub mod kernel_probes;
 mod lanes;
 pub mod lanes_block;
 #[cfg(target_arch = "x86_64")]
+mod live_channels;
+#[cfg(target_arch = "x86_64")]
 mod planes;
 pub mod pointwise;
 pub mod project;

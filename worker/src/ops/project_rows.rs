@@ -21,8 +21,9 @@ use std::arch::x86_64::*;
 
 use crate::ops::depthwise::kernel::row_stream::{transpose_out, RowSink};
 use crate::ops::kernel_probes::{self, Kind, Probe};
+use crate::ops::live_channels::{Channels, Every, LiveChannels, SKIP_ZEROS_FROM};
 use crate::ops::planes::PlanesOut;
-use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL};
+use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL, FLOATS_PER_LINE};
 
 const LANES: usize = 16;
 const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
@@ -53,6 +54,10 @@ pub struct ProjectRows<'a> {
     /// Empty at first; sized by the first row and reused for the others,
     /// as every tile overwrites its part.
     pub projected: Vec<__m512>,
+    /// The input channels that are not zero in each tile of [`PIXELS`]
+    /// of the row being projected, when there are enough input channels
+    /// to skip the others ([`SKIP_ZEROS_FROM`]); kept like `projected`.
+    pub live: LiveChannels,
 }
 
 /// What the projection adds last.
@@ -99,6 +104,19 @@ impl ProjectRows<'_> {
         let vectors = cout.div_ceil(LANES);
         let mut projected = std::mem::take(&mut self.projected);
         projected.resize(vectors * width, _mm512_setzero_ps());
+        let cin = self.input_channels;
+        let skip_zeros = cin >= SKIP_ZEROS_FROM;
+        if skip_zeros {
+            // SAFETY: a register is 16 floats.
+            let floats = unsafe {
+                std::slice::from_raw_parts(row.as_ptr().cast::<f32>(), row.len() * LANES)
+            };
+            // SAFETY: AVX-512F is there.
+            unsafe {
+                self.live
+                    .find(floats, (width, PIXELS), cin, cin.next_multiple_of(LANES))
+            };
+        }
         for panel in 0..cout.div_ceil(CHANNEL_PANEL) {
             let channels = (cout - panel * CHANNEL_PANEL).min(CHANNEL_PANEL);
             // Whole vectors, and whether 1 to 8 channels are left after them.
@@ -110,13 +128,14 @@ impl ProjectRows<'_> {
             let p = &mut projected;
             // SAFETY: as for this function.
             unsafe {
+                let l = skip_zeros.then_some(&self.live);
                 match (full, half) {
-                    (0, _) => self.panel_row::<0, true>(panel, row, width, p),
-                    (1, false) => self.panel_row::<1, false>(panel, row, width, p),
-                    (1, true) => self.panel_row::<1, true>(panel, row, width, p),
-                    (2, false) => self.panel_row::<2, false>(panel, row, width, p),
-                    (2, true) => self.panel_row::<2, true>(panel, row, width, p),
-                    _ => self.panel_row::<3, false>(panel, row, width, p),
+                    (0, _) => self.panel_row::<0, true>(panel, row, width, p, l),
+                    (1, false) => self.panel_row::<1, false>(panel, row, width, p, l),
+                    (1, true) => self.panel_row::<1, true>(panel, row, width, p, l),
+                    (2, false) => self.panel_row::<2, false>(panel, row, width, p, l),
+                    (2, true) => self.panel_row::<2, true>(panel, row, width, p, l),
+                    _ => self.panel_row::<3, false>(panel, row, width, p, l),
                 }
             }
         }
@@ -163,20 +182,32 @@ impl ProjectRows<'_> {
         row: &[__m512],
         width: usize,
         projected: &mut [__m512],
+        live: Option<&LiveChannels>,
     ) {
+        let cin = self.input_channels;
         let mut x = 0;
         // SAFETY: tiles stay inside the row (`x + N <= width`).
         unsafe {
             while x < width {
                 let at = (panel, x);
-                if V == 1 && !HALF && x + ONE_VECTOR_PIXELS <= width {
-                    self.tile::<V, HALF, ONE_VECTOR_PIXELS>(at, row, width, projected);
+                if let (Some(live), true) = (live, x + PIXELS <= width) {
+                    let channels = live.of(x / PIXELS, 0);
+                    self.tile::<V, HALF, PIXELS>(at, row, width, projected, channels);
+                    x += PIXELS;
+                } else if V == 1 && !HALF && x + ONE_VECTOR_PIXELS <= width {
+                    self.tile::<V, HALF, ONE_VECTOR_PIXELS>(
+                        at,
+                        row,
+                        width,
+                        projected,
+                        Every(0, cin),
+                    );
                     x += ONE_VECTOR_PIXELS;
                 } else if x + PIXELS <= width {
-                    self.tile::<V, HALF, PIXELS>(at, row, width, projected);
+                    self.tile::<V, HALF, PIXELS>(at, row, width, projected, Every(0, cin));
                     x += PIXELS;
                 } else {
-                    self.tile::<V, HALF, 1>(at, row, width, projected);
+                    self.tile::<V, HALF, 1>(at, row, width, projected, Every(0, cin));
                     x += 1;
                 }
             }
@@ -203,6 +234,7 @@ impl ProjectRows<'_> {
         row: &[__m512],
         width: usize,
         projected: &mut [__m512],
+        channels: impl Channels,
     ) {
         let cin = self.input_channels;
         let weights = &self.panels.panels[panel * cin * CHANNEL_PANEL..][..cin * CHANNEL_PANEL];
@@ -226,7 +258,17 @@ impl ProjectRows<'_> {
         } else {
             _mm512_setzero_ps()
         }; N];
-        for ci in 0..cin {
+        for k in 0..channels.count() {
+            let ci = channels.channel(k);
+            if let Some(ahead) = channels.ahead(k) {
+                // Skipped channels break the run of weights that the
+                // hardware prefetches into L1 (the tiles waited on them).
+                let lines = weights.as_ptr().wrapping_add(ahead * CHANNEL_PANEL);
+                for line in 0..CHANNEL_PANEL / FLOATS_PER_LINE {
+                    let line = lines.wrapping_add(line * FLOATS_PER_LINE);
+                    _mm_prefetch::<_MM_HINT_T0>(line.cast());
+                }
+            }
             let w: [__m512; V] = std::array::from_fn(|v| unsafe {
                 _mm512_loadu_ps(weights[ci * CHANNEL_PANEL + v * LANES..].as_ptr())
             });
@@ -272,6 +314,71 @@ impl ProjectRows<'_> {
                     *second = _mm512_shuffle_f32x4::<0b11_10_11_10>(pair, pair);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::lanes::planes_to_lanes;
+    use crate::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
+    use crate::test_support::{bits, mostly_zeros, values};
+
+    /// With enough input channels to skip the zero ones, the projected
+    /// rows are the dense kernel's bit for bit: one- and three-register
+    /// panels, the 8-channel half, a partial register of input channels
+    /// and a row that ends in a single pixel.
+    #[test]
+    fn skipping_zero_channels_keeps_every_bit() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("skipping: needs AVX-512F");
+            return;
+        }
+        let (cin, (height, width)) = (SKIP_ZEROS_FROM + 40, (3, 15));
+        let pixels = height * width;
+        let planes = mostly_zeros(cin * pixels, 4);
+        for cout in [112, 40] {
+            let weights =
+                PackedWeights::new(&values(cout * cin, 5), &values(cout, 6), cout, cin, pixels);
+            let conv = Pointwise {
+                weights: &weights,
+                pixels,
+                input: &planes,
+                clamp: None,
+                residual: None,
+            };
+            let mut want = vec![0f32; conv.output_len()];
+            pointwise(&conv, &mut want);
+
+            let panels = weights.to_channel_panels();
+            let mut got = vec![f32::NAN; cout * pixels];
+            let mut sink = ProjectRows {
+                panels: &panels,
+                input_channels: cin,
+                output_channels: cout,
+                clamp: (f32::NEG_INFINITY, f32::INFINITY),
+                residual: Residual::None,
+                output: got.as_mut_slice().into(),
+                plane: pixels,
+                projected: Vec::new(),
+                live: LiveChannels::default(),
+            };
+            for y in 0..height {
+                let row_planes: Vec<f32> = planes
+                    .chunks_exact(pixels)
+                    .flat_map(|plane| &plane[y * width..][..width])
+                    .copied()
+                    .collect();
+                let row = planes_to_lanes(&row_planes, cin, width);
+                // SAFETY: AVX-512F is there; a register is 16 floats.
+                let row: Vec<__m512> = row
+                    .chunks_exact(LANES)
+                    .map(|lanes| unsafe { _mm512_loadu_ps(lanes.as_ptr()) })
+                    .collect();
+                sink.take(y, &row, width);
+            }
+            assert_eq!(bits(&got), bits(&want), "{cin} -> {cout}");
         }
     }
 }

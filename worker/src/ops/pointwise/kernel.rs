@@ -342,7 +342,7 @@ pub fn pointwise_between(conv: &Pointwise, layouts: (Layout, Layout), output: &m
 /// Floats in a 64-byte cache line: the step of the vector kernels'
 /// prefetches.
 #[cfg(target_arch = "x86_64")]
-const FLOATS_PER_LINE: usize = 16;
+pub(crate) const FLOATS_PER_LINE: usize = 16;
 
 /// Calls `strip(vectors, start, width)` for consecutive strips of at most
 /// `lanes * max_vectors` pixels; `vectors` covers `width` with the last one
@@ -529,5 +529,37 @@ mod tests {
             .expect("7x7 planes get channel panels");
         assert_eq!(channel.panels.len(), 3 * CHANNEL_PANEL);
         assert_eq!(channel.bias[40..], [0.0; 8]);
+    }
+
+    /// The 7x7 kernel, reading its input in lanes, skips the channels that
+    /// are zero across a tile and still gives the planes kernel's bits:
+    /// passes that end in a partial register, pixels after the last tile.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn skipping_zero_channels_in_lanes_keeps_every_bit() {
+        use crate::ops::lanes::planes_to_lanes;
+        use crate::ops::live_channels::SKIP_ZEROS_FROM;
+        use crate::test_support::{bits, mostly_zeros};
+        if !channel_lanes::available() {
+            eprintln!("skipping: needs AVX-512F");
+            return;
+        }
+        let (cout, cin, pixels) = (100, SKIP_ZEROS_FROM + 72, 52);
+        let weights =
+            PackedWeights::new(&values(cout * cin, 1), &values(cout, 2), cout, cin, pixels);
+        let planes = mostly_zeros(cin * pixels, 3);
+        let conv = |input| Pointwise {
+            weights: &weights,
+            pixels,
+            input,
+            clamp: Some((0.0, 6.0)),
+            residual: None,
+        };
+        let mut want = vec![0f32; cout * pixels];
+        pointwise(&conv(&planes), &mut want);
+        let lanes = planes_to_lanes(&planes, cin, pixels);
+        let mut got = vec![f32::NAN; cout * pixels];
+        pointwise_between(&conv(&lanes), (Layout::Lanes, Layout::Planes), &mut got);
+        assert_eq!(bits(&got), bits(&want));
     }
 }

@@ -172,6 +172,7 @@ impl FastProjected {
             output,
             plane,
             projected: Vec::new(),
+            live: Default::default(),
         }
     }
 

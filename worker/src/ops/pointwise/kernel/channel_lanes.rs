@@ -12,6 +12,7 @@ use std::arch::x86_64::*;
 use super::{ChannelPanels, Pointwise, CHANNEL_PANEL, FLOATS_PER_LINE};
 use crate::ops::kernel_probes::{self, Kind, Probe};
 use crate::ops::lanes::{Layout, LANES};
+use crate::ops::live_channels::{Channels, Every, Live, LiveChannels, SKIP_ZEROS_FROM};
 /// Vectors of output channels per tile: one panel.
 const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
 /// Pixels per tile: 7 divides both 7x7 and 14x14 planes.
@@ -25,6 +26,10 @@ const INPUT_CHUNK: usize = 64;
 /// Weight lines of the next pass each full tile prefetches: one per
 /// input channel of the pass.
 const LINES_PER_TILE: usize = INPUT_CHUNK;
+
+/// Where a tile is: its first pixel, the input channels of its pass and,
+/// when it skips the zero ones, those of them that are not.
+type TileAt<'a> = (usize, std::ops::Range<usize>, Option<Live<'a>>);
 
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -97,6 +102,12 @@ unsafe fn run<const LANES_IN: bool, const LANES_OUT: bool>(
     // Offsets of one pixel in 16 consecutive output channels. Fits i32:
     // the planes this runs on are small (`CHANNEL_LANES_BELOW`).
     let stride = i32::try_from(pixels).expect("small plane");
+    // A projection's input (in lanes, after ReLU6) is mostly zeros.
+    let skip_zeros = LANES_IN && cin >= SKIP_ZEROS_FROM;
+    let mut live = LiveChannels::default();
+    if skip_zeros {
+        live.find(conv.input, (pixels, PIXELS), cin, INPUT_CHUNK);
+    }
     let channel_offsets = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(stride),
@@ -121,13 +132,13 @@ unsafe fn run<const LANES_IN: bool, const LANES_OUT: bool>(
         };
         let vectors = channels.div_ceil(LANES);
         let full = pixels / PIXELS * PIXELS;
-        for first_ci in (0..cin).step_by(INPUT_CHUNK) {
+        for (chunk, first_ci) in (0..cin).step_by(INPUT_CHUNK).enumerate() {
             let cis = first_ci..(first_ci + INPUT_CHUNK).min(cin);
             for start in (0..full).step_by(PIXELS) {
+                let live = skip_zeros.then(|| live.of(start / PIXELS, chunk));
                 tile.dispatch::<PIXELS, LANES_IN, LANES_OUT>(
                     vectors,
-                    start,
-                    cis.clone(),
+                    (start, cis.clone(), live),
                     &mut partial,
                     output,
                 );
@@ -136,8 +147,7 @@ unsafe fn run<const LANES_IN: bool, const LANES_OUT: bool>(
             for start in full..pixels {
                 tile.dispatch::<1, LANES_IN, LANES_OUT>(
                     vectors,
-                    start,
-                    cis.clone(),
+                    (start, cis.clone(), None),
                     &mut partial,
                     output,
                 );
@@ -165,22 +175,75 @@ impl Tile<'_> {
     unsafe fn dispatch<const P: usize, const LANES_IN: bool, const LANES_OUT: bool>(
         &self,
         vectors: usize,
-        start: usize,
-        input_channels: std::ops::Range<usize>,
+        at: TileAt,
         partial: &mut [f32],
         output: &mut [f32],
     ) {
         match vectors {
-            1 => self.run::<1, P, LANES_IN, LANES_OUT>(start, input_channels, partial, output),
-            2 => self.run::<2, P, LANES_IN, LANES_OUT>(start, input_channels, partial, output),
-            _ => self.run::<3, P, LANES_IN, LANES_OUT>(start, input_channels, partial, output),
+            1 => self.run::<1, P, LANES_IN, LANES_OUT>(at, partial, output),
+            2 => self.run::<2, P, LANES_IN, LANES_OUT>(at, partial, output),
+            _ => self.run::<3, P, LANES_IN, LANES_OUT>(at, partial, output),
+        }
+    }
+
+    /// Adds `channels` to the sums of the tile at `start`, against the
+    /// block's `panel`; with each `i`th channel, prefetches `LINES` lines
+    /// `i * LINES..` after `next_pass` when given.
+    ///
+    /// # Safety
+    /// As for [`run`]; the channels exist and the tile's pixels lie inside
+    /// the plane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum_channels<
+        const V: usize,
+        const P: usize,
+        const LANES_IN: bool,
+        const LINES: usize,
+    >(
+        &self,
+        acc: &mut [[__m512; V]; P],
+        (panel, start): (&[f32], usize),
+        channels: impl Channels,
+        next_pass: Option<*const f32>,
+    ) {
+        let pixels = self.conv.pixels;
+        for i in 0..channels.count() {
+            let ci = channels.channel(i);
+            if let Some(next_pass) = next_pass {
+                for line in i * LINES..(i + 1) * LINES {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        next_pass.wrapping_add(line * FLOATS_PER_LINE) as *const i8
+                    );
+                }
+            }
+            let mut w = [_mm512_setzero_ps(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                // SAFETY: the panel holds CHANNEL_PANEL weights per
+                // input channel.
+                *w = unsafe { _mm512_loadu_ps(panel.as_ptr().add(ci * CHANNEL_PANEL + v * LANES)) };
+            }
+            // Pixel `start + p` of channel `ci` is `x[p * step]`.
+            let (at, step) = if LANES_IN {
+                ((ci / LANES * pixels + start) * LANES + ci % LANES, LANES)
+            } else {
+                (ci * pixels + start, 1)
+            };
+            let x = &self.conv.input[at..][..(P - 1) * step + 1];
+            for (p, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(x[p * step]);
+                for (a, w) in row.iter_mut().zip(&w) {
+                    *a = _mm512_fmadd_ps(*w, x, *a);
+                }
+            }
         }
     }
 
     /// Channels `block * 48..` (`V` vectors of them) for pixels
-    /// `start..start + P`, summing over `input_channels`: the first pass
-    /// starts from the bias, later ones from `partial`, and every pass
-    /// but the last leaves its sums there.
+    /// `start..start + P`, summing over `input_channels` (only over the
+    /// `live` ones of them when given): the first pass starts from the
+    /// bias, later ones from `partial`, and every pass but the last
+    /// leaves its sums there.
     ///
     /// # Safety
     /// As for [`run`]; those pixels must lie inside the plane.
@@ -188,8 +251,7 @@ impl Tile<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const V: usize, const P: usize, const LANES_IN: bool, const LANES_OUT: bool>(
         &self,
-        start: usize,
-        input_channels: std::ops::Range<usize>,
+        (start, input_channels, live): TileAt,
         partial: &mut [f32],
         output: &mut [f32],
     ) {
@@ -227,31 +289,29 @@ impl Tile<'_> {
             .wrapping_add(tile * LINES_PER_TILE * FLOATS_PER_LINE);
         let prefetch =
             P == PIXELS && tile * LINES_PER_TILE < INPUT_CHUNK * CHANNEL_PANEL / FLOATS_PER_LINE;
-        for (i, ci) in input_channels.enumerate() {
-            if prefetch {
-                _mm_prefetch::<_MM_HINT_T0>(
-                    next_pass.wrapping_add(i * FLOATS_PER_LINE) as *const i8
-                );
-            }
-            let mut w = [_mm512_setzero_ps(); V];
-            for (v, w) in w.iter_mut().enumerate() {
-                // SAFETY: the panel holds CHANNEL_PANEL weights per
-                // input channel.
-                *w = unsafe { _mm512_loadu_ps(panel.as_ptr().add(ci * CHANNEL_PANEL + v * LANES)) };
-            }
-            // Pixel `start + p` of channel `ci` is `x[p * step]`.
-            let (at, step) = if LANES_IN {
-                ((ci / LANES * pixels + start) * LANES + ci % LANES, LANES)
-            } else {
-                (ci * pixels + start, 1)
-            };
-            let x = &conv.input[at..][..(P - 1) * step + 1];
-            for (p, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(x[p * step]);
-                for (a, w) in row.iter_mut().zip(&w) {
-                    *a = _mm512_fmadd_ps(*w, x, *a);
+        let next_pass = prefetch.then_some(next_pass);
+        // SAFETY (both): as for this function.
+        match live {
+            None => unsafe {
+                let channels = Every(input_channels.start, input_channels.end);
+                self.sum_channels::<V, P, LANES_IN, 1>(
+                    &mut acc,
+                    (panel, start),
+                    channels,
+                    next_pass,
+                )
+            },
+            Some(live) => unsafe {
+                // The next pass needs all its weights, live or not here:
+                // two lines a live channel, the rest after them.
+                self.sum_channels::<V, P, LANES_IN, 2>(&mut acc, (panel, start), live, next_pass);
+                if let Some(next_pass) = next_pass {
+                    for i in 2 * live.count()..input_channels.len() {
+                        let line = next_pass.wrapping_add(i * FLOATS_PER_LINE);
+                        _mm_prefetch::<_MM_HINT_T0>(line.cast());
+                    }
                 }
-            }
+            },
         }
 
         if !last_pass {
