@@ -30,6 +30,17 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Whether the CPU lacks AVX-512F, saying so: the kernel tests that need
+/// it skip themselves then.
+#[cfg(target_arch = "x86_64")]
+pub fn lacks_avx512f() -> bool {
+    let lacks = !std::arch::is_x86_feature_detected!("avx512f");
+    if lacks {
+        eprintln!("skipping: needs AVX-512F");
+    }
+    lacks
+}
+
 /// `n` values as a block's projection reads them after ReLU6: half of
 /// the runs of 7 zero throughout, a third of the other values zero, some
 /// of the zeros -0.

@@ -166,7 +166,7 @@ impl Channels for Live<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{values, xorshift};
+    use crate::test_support::{lacks_avx512f, values, xorshift};
 
     /// The lists hold exactly the channels with a value other than ±0 in
     /// a tile, chunk by chunk: NaN and the smallest subnormal are live,
@@ -174,8 +174,7 @@ mod tests {
     /// pixels after the last whole tile are covered.
     #[test]
     fn lists_hold_the_channels_that_are_not_zero() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            eprintln!("skipping: needs AVX-512F");
+        if lacks_avx512f() {
             return;
         }
         let (cin, width, tile_pixels, chunk): (usize, _, _, _) = (40, 15, 7, 32);

@@ -323,7 +323,7 @@ mod tests {
     use super::*;
     use crate::ops::lanes::planes_to_lanes;
     use crate::ops::pointwise::kernel::{pointwise, PackedWeights, Pointwise};
-    use crate::test_support::{bits, mostly_zeros, values};
+    use crate::test_support::{bits, lacks_avx512f, mostly_zeros, values};
 
     /// With enough input channels to skip the zero ones, the projected
     /// rows are the dense kernel's bit for bit: one- and three-register
@@ -331,8 +331,7 @@ mod tests {
     /// and a row that ends in a single pixel.
     #[test]
     fn skipping_zero_channels_keeps_every_bit() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            eprintln!("skipping: needs AVX-512F");
+        if lacks_avx512f() {
             return;
         }
         let (cin, (height, width)) = (SKIP_ZEROS_FROM + 40, (3, 15));

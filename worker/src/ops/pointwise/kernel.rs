@@ -539,9 +539,8 @@ mod tests {
     fn skipping_zero_channels_in_lanes_keeps_every_bit() {
         use crate::ops::lanes::planes_to_lanes;
         use crate::ops::live_channels::SKIP_ZEROS_FROM;
-        use crate::test_support::{bits, mostly_zeros};
-        if !channel_lanes::available() {
-            eprintln!("skipping: needs AVX-512F");
+        use crate::test_support::{bits, lacks_avx512f, mostly_zeros};
+        if lacks_avx512f() {
             return;
         }
         let (cout, cin, pixels) = (100, SKIP_ZEROS_FROM + 72, 52);
