@@ -117,7 +117,7 @@ pub trait Channels: Copy {
     fn ahead(&self, k: usize) -> Option<usize>;
 }
 
-/// Channels `.0...1`, all of them summed.
+/// Channels from `.0` up to `.1` (not included), all of them summed.
 #[derive(Clone, Copy)]
 pub struct Every(pub usize, pub usize);
 
