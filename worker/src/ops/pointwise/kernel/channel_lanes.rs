@@ -31,6 +31,16 @@ const LINES_PER_TILE: usize = INPUT_CHUNK;
 /// when it skips the zero ones, those of them that are not.
 type TileAt<'a> = (usize, std::ops::Range<usize>, Option<Live<'a>>);
 
+/// Prefetches cache lines `lines` after `from` into L1 (only a hint: any
+/// address will do).
+#[inline(always)]
+fn prefetch_lines(from: *const f32, lines: std::ops::Range<usize>) {
+    for line in lines {
+        // SAFETY: a prefetch reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(from.wrapping_add(line * FLOATS_PER_LINE).cast()) };
+    }
+}
+
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
@@ -211,11 +221,7 @@ impl Tile<'_> {
         for i in 0..channels.count() {
             let ci = channels.channel(i);
             if let Some(next_pass) = next_pass {
-                for line in i * LINES..(i + 1) * LINES {
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        next_pass.wrapping_add(line * FLOATS_PER_LINE) as *const i8
-                    );
-                }
+                prefetch_lines(next_pass, i * LINES..(i + 1) * LINES);
             }
             let mut w = [_mm512_setzero_ps(); V];
             for (v, w) in w.iter_mut().enumerate() {
@@ -306,10 +312,7 @@ impl Tile<'_> {
                 // two lines a live channel, the rest after them.
                 self.sum_channels::<V, P, LANES_IN, 2>(&mut acc, (panel, start), live, next_pass);
                 if let Some(next_pass) = next_pass {
-                    for i in 2 * live.count()..input_channels.len() {
-                        let line = next_pass.wrapping_add(i * FLOATS_PER_LINE);
-                        _mm_prefetch::<_MM_HINT_T0>(line.cast());
-                    }
+                    prefetch_lines(next_pass, 2 * live.count()..input_channels.len());
                 }
             },
         }
