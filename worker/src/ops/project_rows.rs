@@ -23,7 +23,9 @@ use crate::ops::depthwise::kernel::row_stream::{transpose_out, RowSink};
 use crate::ops::kernel_probes::{self, Kind, Probe};
 use crate::ops::live_channels::{Channels, Every, LiveChannels, SKIP_ZEROS_FROM};
 use crate::ops::planes::PlanesOut;
-use crate::ops::pointwise::kernel::{ChannelPanels, CHANNEL_PANEL, FLOATS_PER_LINE};
+use crate::ops::pointwise::kernel::{
+    prefetch_lines, ChannelPanels, CHANNEL_PANEL, FLOATS_PER_LINE,
+};
 
 const LANES: usize = 16;
 const PANEL_VECTORS: usize = CHANNEL_PANEL / LANES;
@@ -264,10 +266,7 @@ impl ProjectRows<'_> {
                 // Skipped channels break the run of weights that the
                 // hardware prefetches into L1 (the tiles waited on them).
                 let lines = weights.as_ptr().wrapping_add(ahead * CHANNEL_PANEL);
-                for line in 0..CHANNEL_PANEL / FLOATS_PER_LINE {
-                    let line = lines.wrapping_add(line * FLOATS_PER_LINE);
-                    _mm_prefetch::<_MM_HINT_T0>(line.cast());
-                }
+                prefetch_lines(lines, 0..CHANNEL_PANEL / FLOATS_PER_LINE);
             }
             let w: [__m512; V] = std::array::from_fn(|v| unsafe {
                 _mm512_loadu_ps(weights[ci * CHANNEL_PANEL + v * LANES..].as_ptr())

@@ -344,6 +344,18 @@ pub fn pointwise_between(conv: &Pointwise, layouts: (Layout, Layout), output: &m
 #[cfg(target_arch = "x86_64")]
 pub(crate) const FLOATS_PER_LINE: usize = 16;
 
+/// Prefetches cache lines `lines` after `from` into L1 (only a hint: any
+/// address will do).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_lines(from: *const f32, lines: std::ops::Range<usize>) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for line in lines {
+        // SAFETY: a prefetch reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(from.wrapping_add(line * FLOATS_PER_LINE).cast()) };
+    }
+}
+
 /// Calls `strip(vectors, start, width)` for consecutive strips of at most
 /// `lanes * max_vectors` pixels; `vectors` covers `width` with the last one
 /// partial when `width` is not a multiple of `lanes`. The vector kernels'

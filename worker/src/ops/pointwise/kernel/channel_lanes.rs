@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{ChannelPanels, Pointwise, CHANNEL_PANEL, FLOATS_PER_LINE};
+use super::{prefetch_lines, ChannelPanels, Pointwise, CHANNEL_PANEL, FLOATS_PER_LINE};
 use crate::ops::kernel_probes::{self, Kind, Probe};
 use crate::ops::lanes::{Layout, LANES};
 use crate::ops::live_channels::{Channels, Every, Live, LiveChannels, SKIP_ZEROS_FROM};
@@ -30,16 +30,6 @@ const LINES_PER_TILE: usize = INPUT_CHUNK;
 /// Where a tile is: its first pixel, the input channels of its pass and,
 /// when it skips the zero ones, those of them that are not.
 type TileAt<'a> = (usize, std::ops::Range<usize>, Option<Live<'a>>);
-
-/// Prefetches cache lines `lines` after `from` into L1 (only a hint: any
-/// address will do).
-#[inline(always)]
-fn prefetch_lines(from: *const f32, lines: std::ops::Range<usize>) {
-    for line in lines {
-        // SAFETY: a prefetch reads nothing and cannot fault.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(from.wrapping_add(line * FLOATS_PER_LINE).cast()) };
-    }
-}
 
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
